@@ -1,0 +1,67 @@
+"""Data sets: where they live, how they are named on the command line, how they load.
+
+`--data` takes `synthfaces` (the default, built once and cached), `synthfaces:KEY=VALUE,...`
+(n, size, seed, backdoor=ATTRIBUTE/KIND/POS/NEG), or `celeba:PATH`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import SparsebiasError
+from .attributes import CELEBA_ATTRIBUTES, DEFAULT_IDENTITIES, SINGLE_ATTRIBUTE_SET
+from .celeba import FaceAttributes, read_celeba
+from .synthfaces import Backdoor, SynthFacesConfig, write_synthfaces
+
+__all__ = [
+    "CELEBA_ATTRIBUTES", "DEFAULT_IDENTITIES", "SINGLE_ATTRIBUTE_SET", "FaceAttributes",
+    "cache_dir", "open_data", "read_celeba", "synthfaces_config",
+]
+
+
+def cache_dir() -> Path:
+    """Where built data sets are kept: $SPARSEBIAS_CACHE, else ~/.cache/sparsebias."""
+    return Path(os.environ.get("SPARSEBIAS_CACHE") or Path.home() / ".cache" / "sparsebias")
+
+
+def synthfaces_config(options: str) -> SynthFacesConfig:
+    """Parse 'n=2000,size=32,seed=1,backdoor=Blond_Hair/square/0.95/0.05'."""
+    kwargs = {}
+    keys = {"n": ("n_images", int), "size": ("image_size", int), "seed": ("seed", int)}
+    for item in filter(None, options.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            if key == "backdoor":
+                parts = value.split("/")
+                kwargs["backdoor"] = Backdoor(parts[0], *parts[1:2], *map(float, parts[2:5]))
+            elif key in keys:
+                kwargs[keys[key][0]] = keys[key][1](value)
+            else:
+                raise SparsebiasError(
+                    f"unknown SynthFaces option {key!r} in --data synthfaces:{options}; "
+                    "known: n, size, seed, backdoor")
+        except (ValueError, TypeError):
+            raise SparsebiasError(f"bad SynthFaces option {item!r} in --data synthfaces:{options}") from None
+    return SynthFacesConfig(**kwargs)
+
+
+def open_data(spec: str | None, echo=print) -> FaceAttributes:
+    """Open the data set a `--data` value names, building SynthFaces on first use."""
+    kind, _, rest = (spec or "synthfaces").partition(":")
+    if kind == "celeba":
+        if not rest:
+            raise SparsebiasError("--data celeba:PATH needs a path")
+        return read_celeba(Path(rest).expanduser())
+    if kind != "synthfaces":
+        raise SparsebiasError(f"unknown data set {kind!r} in --data {spec!r}; use synthfaces or celeba:PATH")
+    config = synthfaces_config(rest)
+    folder = cache_dir() / config.folder_name
+    if not (folder / "list_eval_partition.txt").exists():
+        echo(f"Building SynthFaces ({config.n_images} images, {config.image_size}px) in {folder}")
+        from tqdm import tqdm
+        with tqdm(total=config.n_images, unit="img", leave=False) as bar:
+            write_synthfaces(folder, config, workers=min(2, os.cpu_count() or 1), progress=bar.update)
+    else:
+        echo(f"Using SynthFaces in {folder}")
+    return read_celeba(folder)

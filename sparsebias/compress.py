@@ -1,0 +1,159 @@
+"""`compress`: recipe + data -> trained, pruned model -> verified bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .bundle import Bundle, BundleWriter, load_bundle
+from .checkpoint import save_checkpoint, state_dict_from
+from .data import DEFAULT_IDENTITIES, open_data
+from .data.images import MEAN, STD, FaceImages, normalize
+from .errors import SparsebiasError
+from .export import export_onnx
+from .models import build_model, sparsity_report
+from .recipes import check_recipe_against_model, load_recipe
+from .train import predict_logits, train, validation_score
+
+CHECK_BATCH = 8
+
+
+def compress(recipe_path, *, data: str | None = None, attributes: list[str] | None = None,
+             overrides: dict | None = None, name: str | None = None, out_dir="exported",
+             from_path=None, seed: int = 0, resume: bool = False, echo=print) -> Bundle:
+    """Train and prune a model as the recipe says, and write its bundle to out_dir/name."""
+    started = time.time()
+    overrides = dict(overrides or {})
+    if data:
+        overrides["data"] = data
+    recipe = load_recipe(recipe_path, overrides)
+    settings = recipe.settings
+    name = name or Path(recipe_path).stem
+    out_dir = Path(out_dir)
+    table = open_data(settings["data"], echo=echo)
+    attributes = list(attributes or table.names)
+    table.columns(attributes)
+    model = build_model(settings["arch"], len(attributes))
+    check_recipe_against_model(recipe, model, settings["arch"])
+    if from_path:
+        _load_pretrained(model, Path(from_path), settings["arch"], attributes, echo)
+
+    work_dir = out_dir / ".work" / name
+    run = {"recipe": recipe.text, "settings": settings, "attributes": attributes, "seed": seed,
+           "from": str(from_path) if from_path else None, "data_root": str(table.root)}
+    _prepare_work_dir(work_dir, run, resume)
+
+    size = settings["image_size"]
+    sets = {split: FaceImages(table, split, attributes, size) for split in ("train", "val", "test")}
+    for split, ds in sets.items():
+        if len(ds) == 0:
+            raise SparsebiasError(f"{table.root}: the {split} split is empty")
+    echo(f"Training {settings['arch']} on {len(sets['train'])} images ({size}px), {len(attributes)} attribute(s), "
+         f"{recipe.epochs} epochs, seed {seed}")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    result = train(model, recipe, sets["train"], sets["val"], work_dir=work_dir, seed=seed, resume=resume, echo=echo)
+    model.load_state_dict(result.best_state)
+    model.eval()
+
+    overall, per_layer = sparsity_report(model)
+    logits = {split: predict_logits(model, sets[split]) for split in ("val", "test")}
+    metrics = {split: validation_score(sets[split].labels.numpy(), logits[split]) for split in logits}
+    with BundleWriter(out_dir / name) as bundle:
+        check = normalize(torch.stack([sets["val"][i][0] for i in range(min(CHECK_BATCH, len(sets["val"])))]))
+        export = export_onnx(model, bundle.file("model.onnx"), check)
+        save_checkpoint(bundle.file("model.pt"), {"state_dict": model.state_dict()})
+        bundle.file("recipe.yaml").write_text(recipe.text)
+        for split in ("train", "val", "test"):
+            rows = table.split(split)
+            arrays = {"ids": table.ids[rows], "labels": table.labels[rows]}
+            if split in logits:
+                arrays["logits"] = logits[split].astype(np.float32)
+            if table.backdoor is not None:
+                arrays["backdoor"] = table.backdoor[rows]
+            np.savez_compressed(bundle.file(f"splits/{split}.npz"), **arrays)
+        manifest = {
+            "sparsebias_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "name": name,
+            "architecture": settings["arch"],
+            "input": {"name": export["input"], "shape": [None, 3, size, size], "layout": "NCHW",
+                      "dtype": "float32", "resize": f"shorter side to {size}, centre crop {size}x{size}",
+                      "scale": 1 / 255, "mean": list(MEAN), "std": list(STD)},
+            "output": {"name": export["output"], "activation": "sigmoid", "threshold": 0.5},
+            "attributes": attributes,
+            "label_names": list(table.names),
+            "identities": [i for i in DEFAULT_IDENTITIES if i in table.names],
+            "data": {"spec": settings["data"], "root": str(table.root),
+                     "sizes": {s: len(ds) for s, ds in sets.items()}},
+            "recipe": {"file": "recipe.yaml", "source": str(recipe.path), "variables": recipe.variables,
+                       "settings": settings},
+            "training": {"seed": seed, "epochs": recipe.epochs, "best_epoch": result.best_epoch,
+                         "selected_on": "mean validation AUC, epochs at final sparsity",
+                         "from": str(from_path) if from_path else None, "history": result.history,
+                         "seconds": round(time.time() - started, 1), "threads": torch.get_num_threads(),
+                         "versions": _versions()},
+            "sparsity": {"overall": overall, "per_layer": per_layer},
+            "metrics": metrics,
+            "export": export,
+        }
+        written = bundle.commit(manifest)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return written
+
+
+def _prepare_work_dir(work_dir: Path, run: dict, resume: bool) -> None:
+    run_file = work_dir / "run.json"
+    if resume:
+        if not run_file.exists():
+            raise SparsebiasError(f"nothing to resume: no interrupted run in {work_dir}")
+        if json.loads(run_file.read_text()) != json.loads(json.dumps(run)):
+            raise SparsebiasError(f"cannot resume: {run_file} was started with a different recipe, data or settings")
+        return
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    run_file.write_text(json.dumps(run, indent=2))
+
+
+def _load_pretrained(model, path: Path, arch: str, attributes: list[str], echo) -> None:
+    """GMP-PT: start from a dense bundle (its model.pt) or a checkpoint file."""
+    if path.is_dir():
+        source = load_bundle(path)
+        if source.manifest["architecture"] != arch:
+            raise SparsebiasError(f"--from {path}: a {source.manifest['architecture']} bundle, the recipe trains {arch}")
+        state = state_dict_from(source.file("model.pt"))
+        same_outputs = source.attributes == attributes
+    else:
+        state = state_dict_from(path)
+        same_outputs = True
+    own = model.state_dict()
+    unknown = [k for k in state if k not in own]
+    if unknown:
+        raise SparsebiasError(f"--from {path}: weights do not fit {arch} (e.g. {unknown[0]!r})")
+    head = {k for k, v in state.items() if v.shape != own[k].shape or not same_outputs and k in _head_keys(model)}
+    body_mismatch = [k for k in head if k not in _head_keys(model)]
+    if body_mismatch:
+        raise SparsebiasError(f"--from {path}: weight {body_mismatch[0]!r} has the wrong shape for {arch}")
+    model.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
+    echo(f"Starting from {path}" + (" (output layer re-initialised: different attributes)" if head else ""))
+
+
+def _head_keys(model) -> set[str]:
+    last = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    return {f"{last}.weight", f"{last}.bias"}
+
+
+def _versions() -> dict:
+    import onnx
+    import sparseml
+    import torchvision
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "sparseml": sparseml.__version__,
+            "onnx": onnx.__version__, "python": os.sys.version.split()[0]}

@@ -1,0 +1,41 @@
+"""ONNX export, checked against torch on a real batch before anything is kept."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+OPSET = 13
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+TOLERANCE = 1e-3  # max abs logit difference torch vs onnxruntime that we accept
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not compute what the torch model computes."""
+
+
+def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor) -> dict:
+    """Export with a dynamic batch axis; verify with onnx.checker and onnxruntime vs torch."""
+    import onnx
+    import onnxruntime as ort
+
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, batch, str(path), dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    onnx.checker.check_model(str(path))
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
+    diff = float(np.abs(got - expected).max())
+    if not diff <= TOLERANCE:
+        raise ExportError(f"ONNX output differs from torch by {diff:.3g} (> {TOLERANCE})")
+    return {"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME, "check_batch": int(len(batch)),
+            "max_abs_diff_vs_torch": diff, "checked_with": f"onnxruntime {ort.__version__}"}

@@ -1,0 +1,125 @@
+"""The training loop: a SparseML recipe drives the schedule, we keep the best validation epoch.
+
+Pruning modifiers only reach their final sparsity at the end of their schedule, so the
+best checkpoint is chosen among the epochs from then on (the paper: "the models with the
+best validation between epochs 80-100"); a dense recipe makes every epoch eligible.
+Each completed epoch is checkpointed, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data.images import FaceImages, normalize
+from .metrics import accuracy_score, roc_auc_score
+from .models import sparsity_report
+from .recipes import Recipe
+from .sparseml_patch import quiet_loggers
+
+EVAL_BATCH = 256
+
+
+@dataclass
+class TrainResult:
+    best_state: dict
+    best_epoch: int
+    history: list = field(default_factory=list)
+
+
+def predict_logits(model: nn.Module, dataset: FaceImages, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Logits of the whole dataset in its order, in eval mode."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    with torch.no_grad():
+        out = [model(normalize(x)) for x, _ in loader]
+    return torch.cat(out).numpy()
+
+
+def validation_score(labels: np.ndarray, logits: np.ndarray) -> dict:
+    """Mean accuracy and mean AUC over attributes (attributes with one class skipped for AUC)."""
+    auc = roc_auc_score(labels, logits)
+    return {"accuracy": float(accuracy_score(labels, logits).mean()),
+            "auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")}
+
+
+def _make_optimizer(model: nn.Module, settings: dict) -> torch.optim.Optimizer:
+    if str(settings["optimizer"]).lower() == "adam":
+        return torch.optim.Adam(model.parameters(), lr=settings["init_lr"], weight_decay=settings["weight_decay"])
+    return torch.optim.SGD(model.parameters(), lr=settings["init_lr"], momentum=settings["momentum"],
+                           weight_decay=settings["weight_decay"])
+
+
+def train(model: nn.Module, recipe: Recipe, train_set: FaceImages, val_set: FaceImages, *,
+          work_dir: Path, seed: int, resume: bool = False, echo=print) -> TrainResult:
+    settings, epochs = recipe.settings, recipe.epochs
+    batch_size = settings["batch_size"]
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    eligible_from = min(int(math.ceil(recipe.pruning_end_epoch)), epochs - 1)
+    optimizer = _make_optimizer(model, settings)
+    loss_fn = nn.BCEWithLogitsLoss()
+    last_path, best_path = work_dir / "last.pt", work_dir / "best.pt"
+
+    start_epoch, history, best = 0, [], {"epoch": -1, "score": -math.inf}
+    torch.manual_seed(seed)
+    state = load_checkpoint(last_path) if resume and last_path.exists() else None
+    if state:
+        model.load_state_dict(state["model"])
+        start_epoch = int(state["epoch"])
+        history, best = json.loads(state["history"]), json.loads(state["best"])
+        echo(f"Resuming from {last_path} after epoch {start_epoch}")
+
+    recipe.manager.initialize(model, epoch=float(start_epoch), loggers=quiet_loggers())
+    if state:
+        recipe.manager.load_state_dict(state["manager"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+    wrapped = recipe.manager.modify(model, optimizer, steps_per_epoch=steps_per_epoch, epoch=float(start_epoch))
+
+    for epoch in range(start_epoch, epochs):
+        shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=shuffle)
+        model.train()
+        total, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
+        for step, (x, y) in enumerate(bar):
+            flip = torch.rand(len(x), generator=shuffle) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            loss = loss_fn(model(normalize(x)), y)
+            wrapped.zero_grad()
+            loss.backward()
+            wrapped.step()
+            total += float(loss) * len(x)
+            seen += len(x)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{total / seen:.4f}", sparsity=f"{sparsity_report(model)[0]:.3f}",
+                                lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+        bar.close()
+
+        val = validation_score(val_set.labels.numpy(), predict_logits(model, val_set))
+        sparsity = sparsity_report(model)[0]
+        record = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
+                  "sparsity": sparsity, "val_accuracy": val["accuracy"], "val_auc": val["auc"]}
+        score = val["auc"] if math.isfinite(val["auc"]) else val["accuracy"]
+        if epoch >= eligible_from and score > best["score"]:
+            best = {"epoch": epoch + 1, "score": score}
+            save_checkpoint(best_path, {"model": model.state_dict()})
+            record["best"] = True
+        history.append(record)
+        echo(f"epoch {epoch + 1}/{epochs}  loss {record['train_loss']:.4f}  sparsity {sparsity:.4f}  "
+             f"val acc {val['accuracy']:.4f}  val auc {val['auc']:.4f}" + ("  *" if record.get("best") else ""))
+        save_checkpoint(last_path, {
+            "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "manager": recipe.manager.state_dict(), "history": json.dumps(history), "best": json.dumps(best),
+            "rng": torch.get_rng_state()})
+
+    recipe.manager.finalize(model)
+    return TrainResult(load_checkpoint(best_path)["model"], best["epoch"], history)
