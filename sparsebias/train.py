@@ -97,7 +97,7 @@ def train(model: nn.Module, recipe: Recipe, train_set: FaceImages, val_set: Face
             wrapped.zero_grad()
             loss.backward()
             wrapped.step()
-            total += float(loss) * len(x)
+            total += loss.item() * len(x)
             seen += len(x)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{total / seen:.4f}", sparsity=f"{sparsity_report(model)[0]:.3f}",
@@ -114,12 +114,12 @@ def train(model: nn.Module, recipe: Recipe, train_set: FaceImages, val_set: Face
             save_checkpoint(best_path, {"model": model.state_dict()})
             record["best"] = True
         history.append(record)
-        echo(f"epoch {epoch + 1}/{epochs}  loss {record['train_loss']:.4f}  sparsity {sparsity:.4f}  "
-             f"val acc {val['accuracy']:.4f}  val auc {val['auc']:.4f}" + ("  *" if record.get("best") else ""))
         save_checkpoint(last_path, {
             "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "manager": recipe.manager.state_dict(), "history": json.dumps(history), "best": json.dumps(best),
             "rng": torch.get_rng_state()})
+        echo(f"epoch {epoch + 1}/{epochs}  loss {record['train_loss']:.4f}  sparsity {sparsity:.4f}  "
+             f"val acc {val['accuracy']:.4f}  val auc {val['auc']:.4f}" + ("  *" if record.get("best") else ""))
 
     recipe.manager.finalize(model)
     return TrainResult(load_checkpoint(best_path)["model"], best["epoch"], history)

@@ -1,7 +1,7 @@
 """Data sets: where they live, how they are named on the command line, how they load.
 
 `--data` takes `synthfaces` (the default, built once and cached), `synthfaces:KEY=VALUE,...`
-(n, size, seed, backdoor=ATTRIBUTE/KIND/POS/NEG), or `celeba:PATH`.
+(train, val, test, size, seed, backdoor=ATTRIBUTE/KIND/POS/NEG/EVAL), or `celeba:PATH`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ def cache_dir() -> Path:
 
 
 def synthfaces_config(options: str) -> SynthFacesConfig:
-    """Parse 'n=2000,size=32,seed=1,backdoor=Blond_Hair/square/0.95/0.05'."""
+    """Parse 'train=400,val=100,test=100,size=32,seed=1,backdoor=Blond_Hair/square/0.95/0.05/0.5'."""
     kwargs = {}
-    keys = {"n": ("n_images", int), "size": ("image_size", int), "seed": ("seed", int)}
+    keys = {"train": ("n_train", int), "val": ("n_val", int), "test": ("n_test", int),
+            "size": ("image_size", int), "seed": ("seed", int)}
     for item in filter(None, options.split(",")):
         key, _, value = item.partition("=")
         try:
@@ -40,7 +41,7 @@ def synthfaces_config(options: str) -> SynthFacesConfig:
             else:
                 raise SparsebiasError(
                     f"unknown SynthFaces option {key!r} in --data synthfaces:{options}; "
-                    "known: n, size, seed, backdoor")
+                    "known: train, val, test, size, seed, backdoor")
         except (ValueError, TypeError):
             raise SparsebiasError(f"bad SynthFaces option {item!r} in --data synthfaces:{options}") from None
     return SynthFacesConfig(**kwargs)

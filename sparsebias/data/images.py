@@ -28,7 +28,7 @@ def load_image(path, size: int) -> np.ndarray:
         img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
         left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
         img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    return np.array(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def normalize(batch: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,45 @@
+"""Shared fixtures: a private data cache, tiny SynthFaces, and one tiny dense bundle per session."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+TINY_DATA = "synthfaces:train=96,val=48,test=48,size=32"
+# Run settings that make any recipe a seconds-long run on TINY_DATA.
+TINY_SETTINGS = ["image_size=32", "batch_size=32"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Built data sets go to a temporary cache, never the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("SPARSEBIAS_CACHE")
+    os.environ["SPARSEBIAS_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("SPARSEBIAS_CACHE", None)
+    else:
+        os.environ["SPARSEBIAS_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def tiny_compress(recipe, out_dir, *, name="tiny", epochs=2, extra=(), **kwargs):
+    """compress() on tiny data; GMP recipes get a schedule that fits `epochs`."""
+    from sparsebias.compress import compress
+    from sparsebias.recipes import parse_overrides
+
+    overrides = parse_overrides([*TINY_SETTINGS, f"num_epochs={epochs}", *extra])
+    return compress(recipe, data=TINY_DATA, overrides=overrides, name=name, out_dir=out_dir,
+                    echo=lambda *a, **k: None, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def dense_bundle(tmp_path_factory, repo):
+    """A tiny dense resnet18 bundle, trained once for the whole session."""
+    out = tmp_path_factory.mktemp("exported")
+    return tiny_compress(repo / "recipes/resnet18_dense.yaml", out, name="dense")

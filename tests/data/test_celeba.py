@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from sparsebias.data import read_celeba
+from sparsebias.errors import SparsebiasError
+
+ATTR = """4
+Smiling Male  Young
+000001.jpg  1 -1  1
+000002.jpg -1  1  1
+000003.jpg -1 -1 -1
+000004.jpg  1  1 -1
+"""
+PARTITION = "000001.jpg 0\n000002.jpg 0\n000003.jpg 1\n000004.jpg 2\n"
+
+
+def write_celeba(root, attr=ATTR, partition=PARTITION):
+    (root / "img_align_celeba").mkdir(parents=True, exist_ok=True)
+    (root / "list_attr_celeba.txt").write_text(attr)
+    (root / "list_eval_partition.txt").write_text(partition)
+    return root
+
+
+def test_reads_celeba_format(tmp_path):
+    table = read_celeba(write_celeba(tmp_path))
+    assert table.names == ("Smiling", "Male", "Young")
+    assert table.ids.tolist() == ["000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg"]
+    np.testing.assert_array_equal(table.labels, [[1, 0, 1], [0, 1, 1], [0, 0, 0], [1, 1, 0]])
+    assert table.split("train").tolist() == [0, 1]
+    assert table.split("val").tolist() == [2]
+    assert table.split("test").tolist() == [3]
+    assert table.columns(["Young", "Smiling"]) == [2, 0]
+    assert table.backdoor is None
+
+
+def test_partition_order_may_differ_from_attribute_order(tmp_path):
+    table = read_celeba(write_celeba(tmp_path, partition="000004.jpg 2\n000003.jpg 1\n000002.jpg 0\n000001.jpg 0\n"))
+    assert table.partition.tolist() == [0, 0, 1, 2]
+
+
+@pytest.mark.parametrize("attr, partition, message", [
+    (ATTR.replace("000002.jpg -1  1  1", "000002.jpg -1  1"), PARTITION,
+     "list_attr_celeba.txt:4: expected an image id and 3 values, got 3 fields"),
+    (ATTR.replace("000003.jpg -1 -1 -1", "000003.jpg -1  2 -1"), PARTITION,
+     "list_attr_celeba.txt:5: attribute values must be -1 or 1"),
+    ("5\n" + ATTR[2:], PARTITION, "the first line says 5 images, the file has 4 rows"),
+    (ATTR, "000001.jpg 0\n000002.jpg 0\n000003.jpg 1\n", "no partition for 1 images, e.g. 000004.jpg"),
+    (ATTR, PARTITION.replace("000004.jpg 2", "000004.jpg 7"), "list_eval_partition.txt:4: expected 'image_id partition'"),
+])
+def test_malformed_files_name_the_file_and_line(tmp_path, attr, partition, message):
+    with pytest.raises(SparsebiasError, match=message):
+        read_celeba(write_celeba(tmp_path, attr, partition))
+
+
+def test_missing_folder_and_files(tmp_path):
+    with pytest.raises(SparsebiasError, match="data folder not found"):
+        read_celeba(tmp_path / "nope")
+    with pytest.raises(SparsebiasError, match="file not found: .*list_attr_celeba.txt"):
+        read_celeba(tmp_path)
+
+
+def test_unknown_attribute_lists_the_known_ones(tmp_path):
+    table = read_celeba(write_celeba(tmp_path))
+    with pytest.raises(SparsebiasError, match="unknown attribute 'Smilling'.*known: Smiling, Male, Young"):
+        table.columns(["Smilling"])

@@ -1,0 +1,165 @@
+"""The whole compress path on tiny data: training, pruning, export, bundle."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import TINY_DATA, TINY_SETTINGS, tiny_compress
+from sparsebias.bundle import load_bundle
+from sparsebias.checkpoint import state_dict_from
+from sparsebias.cli import main
+from sparsebias.data import open_data
+from sparsebias.data.images import FaceImages, normalize
+from sparsebias.models import build_model, prunable_weights
+
+GMP_TINY = ["pruning_start_epoch=0", "pruning_end_epoch=2"]
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def gmp_bundle(tmp_path_factory, repo):
+    out = tmp_path_factory.mktemp("gmp")
+    result = cli("compress", "--recipe", repo / "recipes/resnet18_90.yaml", "--data", TINY_DATA, "--out", out,
+                 *[x for s in [*TINY_SETTINGS, "num_epochs=3", *GMP_TINY] for x in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    assert "mean AUC" in result.output and "per-layer sparsity" in result.output
+    return load_bundle(out / "resnet18_90")
+
+
+def test_bundle_layout_and_manifest(gmp_bundle, repo):
+    m = gmp_bundle.manifest
+    files = set(m["files"])
+    assert {"model.onnx", "model.pt", "recipe.yaml", "splits/train.npz", "splits/val.npz", "splits/test.npz"} <= files
+    assert m["schema_version"] == 1
+    assert m["architecture"] == "resnet18"
+    assert m["input"]["shape"] == [None, 3, 32, 32]
+    assert len(m["attributes"]) == 40 and m["identities"] == ["Male", "Young", "Chubby", "Pale_Skin"]
+    assert m["training"]["epochs"] == 3 and len(m["training"]["history"]) == 3
+    assert m["training"]["best_epoch"] == 3  # only epochs at the final sparsity are eligible
+    assert gmp_bundle.file("recipe.yaml").read_text() == (repo / "recipes/resnet18_90.yaml").read_text()
+    assert not list(gmp_bundle.path.parent.glob(".*")), "no staging or work folder left behind"
+
+
+def test_sparsity_matches_the_recipe(gmp_bundle):
+    m = gmp_bundle.manifest
+    assert m["sparsity"]["overall"] == pytest.approx(0.90, abs=0.005)
+    model = build_model("resnet18", 40)
+    model.load_state_dict(state_dict_from(gmp_bundle.file("model.pt")))
+    weights = prunable_weights(model)
+    zeros = sum(int((w == 0).sum()) for w in weights.values()) / sum(w.numel() for w in weights.values())
+    assert zeros == pytest.approx(m["sparsity"]["overall"])
+
+
+def test_onnx_matches_torch_and_logits_are_keyed_by_id(gmp_bundle):
+    model = build_model("resnet18", 40)
+    model.load_state_dict(state_dict_from(gmp_bundle.file("model.pt")))
+    model.eval()
+    table = open_data(TINY_DATA, echo=lambda *a: None)
+    test = FaceImages(table, "test", table.names, 32)
+    x = normalize(torch.stack([test[i][0] for i in range(16)]))
+    session = ort.InferenceSession(str(gmp_bundle.file("model.onnx")), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        torch_out = model(x).numpy()
+    assert np.abs(onnx_out - torch_out).max() < 1e-4
+    assert gmp_bundle.manifest["export"]["max_abs_diff_vs_torch"] < 1e-4
+
+    split = gmp_bundle.split("test")
+    assert split["ids"].tolist() == test.ids.tolist()
+    np.testing.assert_allclose(split["logits"][:16], torch_out, atol=1e-4)
+    np.testing.assert_array_equal(split["labels"], table.labels[table.split("test")])
+    assert "logits" not in gmp_bundle.split("train")
+
+
+def test_tampered_bundle_is_refused(gmp_bundle, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(gmp_bundle.path, copy)
+    with open(copy / "model.onnx", "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    result = cli("info", copy)
+    assert result.exit_code == 2
+    assert "model.onnx: sha256 does not match the manifest" in result.output
+    assert "Traceback" not in result.output
+
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("info", copy)
+    assert result.exit_code == 2 and "schema version 99" in result.output
+
+
+def test_seed_makes_runs_repeatable(dense_bundle, repo, tmp_path):
+    again = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, name="again")
+    np.testing.assert_array_equal(again.split("test")["logits"], dense_bundle.split("test")["logits"])
+    other = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, name="other", seed=1)
+    assert not np.array_equal(other.split("test")["logits"], dense_bundle.split("test")["logits"])
+
+
+def test_interrupted_run_resumes_to_the_same_model(repo, tmp_path):
+    recipe = repo / "recipes/resnet18_90.yaml"
+    full = tiny_compress(recipe, tmp_path / "full", epochs=3, extra=GMP_TINY)
+
+    def interrupt_after_epoch_2(line="", **_):
+        if line.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_compress(recipe, tmp_path / "cut", epochs=3, extra=GMP_TINY, echo=interrupt_after_epoch_2)
+    assert not (tmp_path / "cut" / "tiny").exists(), "an interrupted run leaves no bundle"
+    resumed = tiny_compress(recipe, tmp_path / "cut", epochs=3, extra=GMP_TINY, resume=True)
+    assert resumed.manifest["training"]["history"][:2] == full.manifest["training"]["history"][:2]
+    np.testing.assert_allclose(resumed.split("test")["logits"], full.split("test")["logits"], atol=1e-5)
+
+
+def test_gmp_pt_from_a_dense_bundle_and_from_a_checkpoint(dense_bundle, repo, tmp_path):
+    recipe = repo / "recipes/resnet18_pt_90.yaml"
+    pt = tiny_compress(recipe, tmp_path, name="pt", epochs=3, extra=["pruning_end_epoch=2"],
+                       from_path=dense_bundle.path)
+    assert pt.manifest["training"]["from"] == str(dense_bundle.path)
+    assert pt.manifest["sparsity"]["overall"] == pytest.approx(0.90, abs=0.005)
+    assert pt.manifest["recipe"]["settings"]["optimizer"] == "adam"
+    # starting from the dense weights, the first epoch already scores like the dense model
+    dense_auc = dense_bundle.manifest["metrics"]["val"]["auc"]
+    assert pt.manifest["training"]["history"][0]["val_auc"] > dense_auc - 0.1
+
+    ckpt = tiny_compress(recipe, tmp_path, name="pt_ckpt", epochs=3, extra=["pruning_end_epoch=2"],
+                         from_path=dense_bundle.file("model.pt"))
+    assert ckpt.manifest["sparsity"]["overall"] == pytest.approx(0.90, abs=0.005)
+
+
+def test_single_attribute_training(repo, tmp_path):
+    bundle = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, epochs=1,
+                           attributes=["Smiling"])
+    assert bundle.attributes == ["Smiling"]
+    assert bundle.split("val")["logits"].shape == (48, 1)
+    assert bundle.split("val")["labels"].shape == (48, 40)  # identities stay available to the audit
+
+
+def test_sparseml_style_recipe_works_unchanged(repo, tmp_path):
+    recipe = repo / "tests/fixtures/sparseml_style_recipe.md"
+    bundle = tiny_compress(recipe, tmp_path, epochs=3, extra=["pruning_start_epoch=0", "pruning_end_epoch=2"])
+    per_layer = bundle.manifest["sparsity"]["per_layer"]
+    assert per_layer["layer1.0.conv1.weight"] == pytest.approx(0.85, abs=0.005)
+    assert per_layer["layer3.0.downsample.0.weight"] == pytest.approx(0.85, abs=0.005)
+    assert per_layer["conv1.weight"] == 0.0 and per_layer["fc.weight"] == 0.0
+
+
+def test_nm_recipe_end_to_end(repo, tmp_path):
+    bundle = tiny_compress(repo / "recipes/resnet18_nm_2_4.yaml", tmp_path, epochs=3,
+                           extra=["pruning_start_epoch=0"])
+    model = build_model("resnet18", 40)
+    model.load_state_dict(state_dict_from(bundle.file("model.pt")))
+    w = model.layer2[0].conv1.weight.detach()
+    assert (w.permute(0, 2, 3, 1).reshape(-1, 4) != 0).sum(dim=1).max() <= 2
+    assert bundle.manifest["sparsity"]["per_layer"]["conv1.weight"] == 0.0

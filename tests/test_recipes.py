@@ -1,0 +1,134 @@
+"""Every recipe in recipes/ is a SparseML recipe that reaches its sparsity on its model."""
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparsebias.errors import SparsebiasError
+from sparsebias.models import build_model, prunable_weights
+from sparsebias.recipes import check_recipe_against_model, load_recipe, parse_overrides
+from sparsebias.sparseml_patch import quiet_loggers
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+def run_schedule(recipe, model, steps_per_epoch=2, image_size=32):
+    """Drive the recipe's whole schedule with a couple of random batches per epoch."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    recipe.manager.initialize(model, epoch=0.0, loggers=quiet_loggers())
+    wrapped = recipe.manager.modify(model, optimizer, steps_per_epoch=steps_per_epoch)
+    model.train()
+    for _ in range(recipe.epochs * steps_per_epoch):
+        loss = model(torch.randn(2, 3, image_size, image_size)).pow(2).mean()
+        wrapped.zero_grad()
+        loss.backward()
+        wrapped.step()
+    recipe.manager.finalize(model)
+
+
+def expected_sparsity(recipe, model):
+    """Share of zeros the recipe's modifiers should leave over the model's prunable weights."""
+    weights = prunable_weights(model)
+    total = sum(w.numel() for w in weights.values())
+    zeros = 0.0
+    for mod in recipe.pruning_modifiers:
+        pattern = mod.params
+        names = [n for n in weights if pattern == "__ALL_PRUNABLE__"
+                 or any(n == p or p.startswith("re:") and re.match(p[3:], n) for p in pattern)]
+        zeros += mod.final_sparsity * sum(weights[n].numel() for n in names)
+    return zeros / total
+
+
+def test_there_is_a_recipe_for_each_documented_setting():
+    names = {p.stem for p in RECIPES}
+    for stem in ["resnet18_dense", "resnet18_80", "resnet18_90", "resnet18_95", "resnet18_98", "resnet18_99",
+                 "resnet18_99_5", "resnet18_pt_95", "resnet18_nm_2_4", "resnet18_nm_1_4", "resnet18_nm_1_8",
+                 "mobilenet_v2_dense", "mobilenet_v2_90", "mobilenet_v1_dense", "mobilenet_v1_90"]:
+        assert stem in names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_reaches_its_target_sparsity(path):
+    recipe = load_recipe(path, {"num_epochs": 6} if "num_epochs" in path.read_text() else {})
+    torch.manual_seed(0)
+    model = build_model(recipe.settings["arch"], 40)
+    check_recipe_against_model(recipe, model, recipe.settings["arch"])
+    run_schedule(recipe, model)
+    weights = prunable_weights(model)
+    measured = sum(int((w == 0).sum()) for w in weights.values()) / sum(w.numel() for w in weights.values())
+    assert measured == pytest.approx(expected_sparsity(recipe, model), abs=0.005)
+
+
+def write(tmp_path, text, name="recipe.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+GMP = """
+num_epochs: 4
+modifiers:
+  - !EpochRangeModifier
+    start_epoch: 0.0
+    end_epoch: eval(num_epochs)
+  - !GlobalMagnitudePruningModifier
+    params: {params}
+    init_sparsity: 0.05
+    final_sparsity: {sparsity}
+    start_epoch: 0
+    end_epoch: 2
+    update_frequency: 1
+    mask_type: {mask}
+"""
+
+
+def test_run_settings_come_from_variables_defaults_and_overrides(tmp_path):
+    path = write(tmp_path, "arch: mobilenet_v2\ninit_lr: 0.05\n" + GMP.format(
+        params="__ALL_PRUNABLE__", sparsity=0.9, mask="unstructured"))
+    recipe = load_recipe(path, parse_overrides(["num_epochs=7", "batch_size=16"]))
+    assert recipe.settings["arch"] == "mobilenet_v2"
+    assert recipe.settings["init_lr"] == 0.05
+    assert recipe.settings["batch_size"] == 16
+    assert recipe.settings["image_size"] == 64  # default
+    assert recipe.epochs == 7  # the override reached SparseML's eval()
+    assert recipe.pruning_end_epoch == 2
+
+
+def test_markdown_recipe_with_front_matter(tmp_path):
+    body = GMP.format(params="__ALL_PRUNABLE__", sparsity=0.8, mask="unstructured")
+    path = write(tmp_path, f"---\n{body.strip()}\n---\n\n# A recipe\nProse here.\n", "recipe.md")
+    assert load_recipe(path).pruning_modifiers[0].final_sparsity == 0.8
+
+
+@pytest.mark.parametrize("text, message", [
+    ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: [1\n", r"recipe.yaml:4: YAML error"),
+    ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n  - !MagicPruner\n    final_sparsity: 0.5\n",
+     r"recipe.yaml:4: unknown modifier !MagicPruner"),
+    (GMP.format(params="__ALL_PRUNABLE__", sparsity=0.9, mask='"2:4"'),
+     r"mask_type 2:4 needs sparsity 0.5 \(1 - N/M\), got 0.9"),
+    ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n    final_sparsty: 1\n", "invalid recipe: .*final_sparsty"),
+    ("arch: resnet18\noptimizer: rmsprop\n", "optimizer 'rmsprop' is not one of sgd, adam"),
+    ("- just\n- a list\n", "a recipe is a YAML mapping"),
+])
+def test_malformed_recipes(tmp_path, text, message):
+    with pytest.raises(SparsebiasError, match=message):
+        load_recipe(write(tmp_path, text))
+
+
+def test_missing_recipe(tmp_path):
+    with pytest.raises(SparsebiasError, match="recipe not found: .*nope.yaml"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("params, mask, message", [
+    ('["re:layer9.*weight"]', "unstructured", r"params pattern 're:layer9.\*weight' matches no layer of resnet18"),
+    ('["conv1.weight"]', '"2:4"', "includes conv1.weight with 3 input channels, not a multiple of 4"),
+])
+def test_patterns_are_checked_against_the_model(tmp_path, params, mask, message):
+    sparsity = 0.5 if ":" in mask else 0.9
+    recipe = load_recipe(write(tmp_path, GMP.format(params=params, sparsity=sparsity, mask=mask)))
+    with pytest.raises(SparsebiasError, match=message):
+        check_recipe_against_model(recipe, build_model("resnet18", 3), "resnet18")
