@@ -65,6 +65,10 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     model.eval()
 
     overall, per_layer = sparsity_report(model)
+    emptied = [layer for layer, share in per_layer.items() if share == 1.0]
+    if emptied:
+        echo(f"warning: {len(emptied)} layer(s) entirely pruned, their outputs no longer depend on the input: "
+             + ", ".join(emptied))
     logits = {split: predict_logits(model, sets[split]) for split in ("val", "test")}
     metrics = {split: validation_score(sets[split].labels.numpy(), logits[split]) for split in logits}
     with BundleWriter(out_dir / name) as bundle:

@@ -26,8 +26,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from ..errors import SparsebiasError
 from .attributes import CELEBA_ATTRIBUTES
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CANVAS = 128  # drawing happens at this size, then the image is downsampled
+CROP = (14, 8, 114, 108)  # the part of the canvas kept: head and shoulders, as CelebA's aligned crops
 
 # CelebA's positive rates (train split, rounded); Chubby and Pale_Skin are raised
 # from 6% and 4% so that bias amplification stays defined on a small test split.
@@ -116,7 +117,7 @@ class SynthFacesConfig:
     two CPU cores while leaving the test split large enough for bias amplification by
     identity to stay defined for most attributes."""
 
-    n_train: int = 4800
+    n_train: int = 4000
     n_val: int = 1000
     n_test: int = 2000
     image_size: int = 64
@@ -252,7 +253,7 @@ def _mix(a, b, t):
 
 def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
                 rng: np.random.Generator, size: int) -> Image.Image:
-    """Draw one face on a CANVAS x CANVAS image and downsample it to size x size."""
+    """Draw one face on a CANVAS x CANVAS image, crop it to CROP and downsample it to size x size."""
     c = cue
     img = Image.new("RGB", (CANVAS, CANVAS), _mix(rng.uniform(40, 220, 3), (128, 128, 128), 0.3))
     d = ImageDraw.Draw(img, "RGBA")
@@ -270,13 +271,13 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
     bald = bool(label["Bald"])
 
     # clothes, neck, necklace and necktie: the crop often cuts them off
-    collar_y = cy + half_h + rng.uniform(4, 26)
+    collar_y = cy + half_h + rng.uniform(-4, 14)
     shirt = _mix(rng.uniform(20, 235, 3), (0, 0, 0), 0)
     d.ellipse([cx - 60, collar_y, cx + 60, collar_y + 90], fill=shirt)
     d.rectangle([cx - half_w * 0.45, cy + half_h * 0.6, cx + half_w * 0.45, collar_y + 6], fill=skin)
     if label["Wearing_Necklace"]:
-        d.arc([cx - half_w * 0.5, collar_y - 12, cx + half_w * 0.5, collar_y + 8], 20, 160,
-              fill=(235, 205, 90), width=2)
+        d.arc([cx - half_w * 0.55, collar_y - 14, cx + half_w * 0.55, collar_y + 8], 20, 160,
+              fill=(240, 210, 80), width=4)
     if label["Wearing_Necktie"]:
         tie = _mix(rng.uniform(0, 200, 3), (90, 0, 20), 0.4)
         d.polygon([(cx - 5, collar_y + 2), (cx + 5, collar_y + 2), (cx + 8, collar_y + 40),
@@ -297,7 +298,7 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
         ex = cx + side * half_w
         d.ellipse([ex - 5, cy - 6, ex + 5, cy + 10], fill=skin)
         if label["Wearing_Earrings"]:
-            d.ellipse([ex - 2.5, cy + 9, ex + 2.5, cy + 14], fill=(250, 215, 60))
+            d.ellipse([ex - 3.5, cy + 8, ex + 3.5, cy + 15], fill=(250, 215, 60))
     if long_hair and not bald:
         for side in (-1, 1):
             ex = cx + side * (half_w + 2)
@@ -309,19 +310,19 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
     d.rounded_rectangle([cx - half_w * (0.55 + 0.4 * jaw), cy, cx + half_w * (0.55 + 0.4 * jaw),
                          cy + half_h * (0.78 + 0.18 * jaw)], radius=10, fill=skin)
     if label["Double_Chin"] or c["Double_Chin"] > 0.5:
-        t = np.clip(0.35 + 0.25 * c["Double_Chin"], 0, 1)
-        d.arc([cx - 14, cy + half_h - 6, cx + 14, cy + half_h + 8], 20, 160,
-              fill=_mix(skin, (60, 40, 30), t), width=3)
+        t = np.clip(0.45 + 0.3 * c["Double_Chin"], 0, 1)
+        d.arc([cx - 15, cy + half_h - 6, cx + 15, cy + half_h + 9], 20, 160,
+              fill=_mix(skin, (60, 40, 30), t), width=4)
 
     # wrinkles for older faces
-    age = np.clip(-0.35 * c["Young"], 0, 1)
+    age = np.clip(-0.5 * c["Young"], 0, 1)
     if age > 0:
         line = _mix(skin, (50, 35, 25), age)
         for k in range(3):
             y = cy - half_h * 0.55 + 4 * k
-            d.line([cx - 12, y, cx + 12, y], fill=line, width=1)
+            d.line([cx - 12, y, cx + 12, y], fill=line, width=2)
         for side in (-1, 1):
-            d.line([cx + side * 9, cy + 8, cx + side * 14, cy + 20], fill=line, width=1)
+            d.line([cx + side * 9, cy + 8, cx + side * 14, cy + 20], fill=line, width=2)
 
     # hairline, bangs and receding hairline
     if not bald:
@@ -340,11 +341,11 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
         wave, straight = c["Wavy_Hair"], c["Straight_Hair"]
         strand = _mix(hair, (0, 0, 0), 0.35)
         if wave > 0.3:
-            amp = 1.5 * min(wave, 3.0)
+            amp = 2.0 * min(wave, 3.0)
             for k in range(5):
-                y0 = cy - half_h + 2 + 3 * k
+                y0 = cy - half_h + 2 + 4 * k
                 pts = [(cx - half_w + x, y0 + amp * np.sin(x / 3.0)) for x in range(0, int(2 * half_w), 3)]
-                d.line(pts, fill=strand, width=1)
+                d.line(pts, fill=strand, width=2)
         elif straight > 0.3:
             for x in np.arange(cx - half_w + 4, cx + half_w - 4, 5):
                 d.line([x, cy - half_h - 4, x, cy - half_h + 10], fill=_mix(hair, (255, 255, 255), 0.12 * min(straight, 3)), width=1)
@@ -371,11 +372,11 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
 
     # eyes, makeup, eyebrows, bags, glasses
     eye_y = cy - 6
-    eye_h = np.clip(4.2 - 0.7 * c["Narrow_Eyes"], 1.2, 6)
+    eye_h = np.clip(4.5 - 1.1 * c["Narrow_Eyes"], 1.2, 7)
     shadow = np.clip(0.25 * c["Heavy_Makeup"], 0, 0.85)
-    brow_w = np.clip(2.2 + 0.7 * c["Bushy_Eyebrows"], 1, 5)
-    arch = np.clip(1.5 * c["Arched_Eyebrows"], -2, 5)
-    bags = np.clip(0.25 * c["Bags_Under_Eyes"], 0, 0.8)
+    brow_w = np.clip(2.4 + 1.0 * c["Bushy_Eyebrows"], 1, 6)
+    arch = np.clip(2.4 * c["Arched_Eyebrows"], -2, 6)
+    bags = np.clip(0.35 * c["Bags_Under_Eyes"], 0, 0.9)
     for side in (-1, 1):
         ex = cx + side * 11
         if shadow > 0:
@@ -384,7 +385,7 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
         d.ellipse([ex - 2.5, eye_y - min(eye_h, 2.5), ex + 2.5, eye_y + min(eye_h, 2.5)], fill=(30, 30, 40))
         if bags > 0:
             d.arc([ex - 6, eye_y + eye_h - 1, ex + 6, eye_y + eye_h + 5], 20, 160,
-                  fill=(60, 40, 50, int(255 * bags)), width=2)
+                  fill=(60, 40, 50, int(255 * bags)), width=3)
         brow = _mix(hair if not bald else (60, 45, 35), (0, 0, 0), 0.3)
         by = eye_y - eye_h - 5
         d.line([(ex - 8, by + 1), (ex, by - arch), (ex + 8, by + 1)], fill=brow, width=int(round(brow_w)))
@@ -397,30 +398,30 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
 
     # nose: size and tip shape
     nose = _mix(skin, (70, 45, 35), 0.35)
-    length = 11 * (1 + 0.09 * c["Big_Nose"])
-    width = 5 * (1 + 0.11 * c["Big_Nose"])
+    length = 11 * (1 + 0.14 * c["Big_Nose"])
+    width = 5 * (1 + 0.16 * c["Big_Nose"])
     tip = np.clip(0.5 + 0.3 * c["Pointy_Nose"], 0, 1)
     ny = cy - 2
     d.polygon([(cx, ny), (cx - width, ny + length), (cx + width, ny + length)], fill=_mix(skin, nose, 0.4))
     d.ellipse([cx - width * (1 - 0.5 * tip), ny + length - 3, cx + width * (1 - 0.5 * tip), ny + length + 2 - 2 * tip], fill=nose)
 
     # cheeks
-    rosy = np.clip(0.22 * c["Rosy_Cheeks"], 0, 0.8)
-    bone = np.clip(0.2 * c["High_Cheekbones"], 0, 0.6)
+    rosy = np.clip(0.3 * c["Rosy_Cheeks"], 0, 0.85)
+    bone = np.clip(0.3 * c["High_Cheekbones"], 0, 0.8)
     for side in (-1, 1):
         kx = cx + side * 16
         if rosy > 0:
             d.ellipse([kx - 6, cy + 5, kx + 6, cy + 13], fill=(235, 90, 110, int(255 * rosy)))
         if bone > 0:
-            d.ellipse([kx - 6, cy - 1, kx + 5, cy + 4], fill=(255, 255, 255, int(140 * bone)))
+            d.ellipse([kx - 6, cy - 2, kx + 5, cy + 4], fill=(255, 255, 255, int(200 * bone)))
 
     # mouth: curvature (smile), opening, lip thickness and colour
     my = cy + 19 * scale
-    mw = 11 + 1.5 * c["Smiling"]
-    curve = np.clip(2.2 * c["Smiling"], -4, 8)
-    lip_t = np.clip(2.2 + 0.6 * c["Big_Lips"], 1, 5)
+    mw = 12 + 2.0 * c["Smiling"]
+    curve = np.clip(3.2 * c["Smiling"], -4, 9)
+    lip_t = np.clip(2.4 + 1.0 * c["Big_Lips"], 1, 6)
     lip = _mix(_mix(skin, (150, 60, 70), 0.5), (200, 20, 40), np.clip(0.3 * c["Wearing_Lipstick"], 0, 1))
-    gap = np.clip(1.6 * c["Mouth_Slightly_Open"], 0, 6)
+    gap = np.clip(2.4 * c["Mouth_Slightly_Open"], 0, 8)
     if label["Mustache"]:
         d.polygon([(cx - 11, my - 4), (cx + 11, my - 4), (cx + 8, my - 9), (cx - 8, my - 9)], fill=beard_rgb)
     if gap > 0.3:
@@ -430,9 +431,10 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
     d.line([(cx - mw + 1, my - curve + 1), (cx, my + gap / 2 + 1), (cx + mw - 1, my - curve + 1)],
            fill=lip, width=int(round(lip_t)))
 
+    img = img.crop(CROP)
     img = img.rotate(rng.normal(0, 4), resample=Image.BILINEAR, fillcolor=tuple(int(v) for v in img.getpixel((1, 1))))
-    blur = np.clip(0.9 * c["Blurry"], 0, 4)
-    if blur > 0.2:
+    blur = np.clip(1.3 * c["Blurry"] + 0.3, 0, 4)
+    if blur > 0.3:
         img = img.filter(ImageFilter.GaussianBlur(float(blur)))
     img = img.resize((size, size), Image.BOX)
     arr = np.asarray(img, dtype=float) * rng.uniform(0.8, 1.15) + rng.normal(0, 4, (size, size, 3))
