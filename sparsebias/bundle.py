@@ -56,6 +56,12 @@ class Bundle:
             return {k: z[k] for k in z.files}
 
 
+def ensure_replaceable(path: Path) -> None:
+    """A bundle may overwrite an older bundle, never a folder of something else."""
+    if Path(path).exists() and not (Path(path) / MANIFEST).is_file():
+        raise SparsebiasError(f"{path} exists and is not a bundle; refusing to replace it")
+
+
 class BundleWriter:
     """Stage files in a hidden folder; `commit` writes the manifest and swaps the folder in."""
 
@@ -85,6 +91,7 @@ class BundleWriter:
         (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
         old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
         if self.path.exists():
+            ensure_replaceable(self.path)
             self.path.rename(old)
         self.staging.rename(self.path)
         shutil.rmtree(old, ignore_errors=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .bundle import Bundle, BundleWriter, load_bundle
+from .bundle import Bundle, BundleWriter, ensure_replaceable, load_bundle
 from .checkpoint import save_checkpoint, state_dict_from
 from .data import DEFAULT_IDENTITIES, open_data
 from .data.images import MEAN, STD, FaceImages, normalize
@@ -38,9 +38,11 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     settings = recipe.settings
     name = name or Path(recipe_path).stem
     out_dir = Path(out_dir)
+    ensure_replaceable(out_dir / name)
     table = open_data(settings["data"], echo=echo)
     attributes = list(attributes or table.names)
     table.columns(attributes)
+    torch.manual_seed(seed)
     model = build_model(settings["arch"], len(attributes))
     check_recipe_against_model(recipe, model, settings["arch"])
     if from_path:
@@ -49,7 +51,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     work_dir = out_dir / ".work" / name
     run = {"recipe": recipe.text, "settings": settings, "attributes": attributes, "seed": seed,
            "from": str(from_path) if from_path else None, "data_root": str(table.root)}
-    _prepare_work_dir(work_dir, run, resume)
+    _prepare_work_dir(work_dir, run, resume, echo)
 
     size = settings["image_size"]
     sets = {split: FaceImages(table, split, attributes, size) for split in ("train", "val", "test")}
@@ -58,8 +60,6 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
             raise SparsebiasError(f"{table.root}: the {split} split is empty")
     echo(f"Training {settings['arch']} on {len(sets['train'])} images ({size}px), {len(attributes)} attribute(s), "
          f"{recipe.epochs} epochs, seed {seed}")
-    torch.manual_seed(seed)
-    np.random.seed(seed)
     result = train(model, recipe, sets["train"], sets["val"], work_dir=work_dir, seed=seed, resume=resume, echo=echo)
     model.load_state_dict(result.best_state)
     model.eval()
@@ -114,7 +114,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     return written
 
 
-def _prepare_work_dir(work_dir: Path, run: dict, resume: bool) -> None:
+def _prepare_work_dir(work_dir: Path, run: dict, resume: bool, echo) -> None:
     run_file = work_dir / "run.json"
     if resume:
         if not run_file.exists():
@@ -122,6 +122,8 @@ def _prepare_work_dir(work_dir: Path, run: dict, resume: bool) -> None:
         if json.loads(run_file.read_text()) != json.loads(json.dumps(run)):
             raise SparsebiasError(f"cannot resume: {run_file} was started with a different recipe, data or settings")
         return
+    if run_file.exists():
+        echo(f"Starting over; an interrupted run in {work_dir} is discarded (--resume continues it)")
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     run_file.write_text(json.dumps(run, indent=2))

@@ -120,6 +120,11 @@ def load_recipe(path, overrides: dict | None = None) -> Recipe:
 
     overrides = dict(overrides or {})
     variables = {k: v for k, v in doc.items() if not _is_modifier_list(v)}
+    unknown = sorted(set(overrides) - set(variables) - set(RUN_DEFAULTS))
+    if unknown:
+        raise SparsebiasError(
+            f"{path}: cannot set {unknown[0]!r}: not a variable of this recipe nor a run setting "
+            f"(recipe variables: {', '.join(variables) or 'none'}; run settings: {', '.join(RUN_DEFAULTS)})")
     settings = {**RUN_DEFAULTS, **{k: v for k, v in variables.items() if k in RUN_DEFAULTS}, **overrides}
     _check_settings(path, settings)
     recipe_vars = {k: v for k, v in overrides.items() if k in variables}

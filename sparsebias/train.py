@@ -69,7 +69,6 @@ def train(model: nn.Module, recipe: Recipe, train_set: FaceImages, val_set: Face
     last_path, best_path = work_dir / "last.pt", work_dir / "best.pt"
 
     start_epoch, history, best = 0, [], {"epoch": -1, "score": -math.inf}
-    torch.manual_seed(seed)
     state = load_checkpoint(last_path) if resume and last_path.exists() else None
     if state:
         model.load_state_dict(state["model"])

@@ -145,3 +145,13 @@ def test_bundle_errors(tmp_path, dense_bundle):
     manifest["files"]["../../etc/passwd"] = "0" * 64
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert "points outside the bundle" in run(tmp_path, "info", copy)
+
+
+def test_a_folder_that_is_not_a_bundle_is_never_replaced(tmp_path, repo):
+    precious = tmp_path / "out" / "resnet18_dense"
+    precious.mkdir(parents=True)
+    (precious / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["compress", "--recipe", str(repo / "recipes/resnet18_dense.yaml"),
+                                       "--data", TINY_DATA, *FAST, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "exists and is not a bundle" in result.output
+    assert (precious / "notes.txt").read_text() == "mine"

@@ -76,7 +76,7 @@ modifiers:
     end_epoch: eval(num_epochs)
   - !GlobalMagnitudePruningModifier
     params: {params}
-    init_sparsity: 0.05
+    init_sparsity: {init}
     final_sparsity: {sparsity}
     start_epoch: 0
     end_epoch: 2
@@ -87,7 +87,7 @@ modifiers:
 
 def test_run_settings_come_from_variables_defaults_and_overrides(tmp_path):
     path = write(tmp_path, "arch: mobilenet_v2\ninit_lr: 0.05\n" + GMP.format(
-        params="__ALL_PRUNABLE__", sparsity=0.9, mask="unstructured"))
+        params="__ALL_PRUNABLE__", init=0.05, sparsity=0.9, mask="unstructured"))
     recipe = load_recipe(path, parse_overrides(["num_epochs=7", "batch_size=16"]))
     assert recipe.settings["arch"] == "mobilenet_v2"
     assert recipe.settings["init_lr"] == 0.05
@@ -98,7 +98,7 @@ def test_run_settings_come_from_variables_defaults_and_overrides(tmp_path):
 
 
 def test_markdown_recipe_with_front_matter(tmp_path):
-    body = GMP.format(params="__ALL_PRUNABLE__", sparsity=0.8, mask="unstructured")
+    body = GMP.format(params="__ALL_PRUNABLE__", init=0.05, sparsity=0.8, mask="unstructured")
     path = write(tmp_path, f"---\n{body.strip()}\n---\n\n# A recipe\nProse here.\n", "recipe.md")
     assert load_recipe(path).pruning_modifiers[0].final_sparsity == 0.8
 
@@ -107,7 +107,7 @@ def test_markdown_recipe_with_front_matter(tmp_path):
     ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: [1\n", r"recipe.yaml:4: YAML error"),
     ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n  - !MagicPruner\n    final_sparsity: 0.5\n",
      r"recipe.yaml:4: unknown modifier !MagicPruner"),
-    (GMP.format(params="__ALL_PRUNABLE__", sparsity=0.9, mask='"2:4"'),
+    (GMP.format(params="__ALL_PRUNABLE__", init=0.9, sparsity=0.9, mask='"2:4"'),
      r"mask_type 2:4 needs sparsity 0.5 \(1 - N/M\), got 0.9"),
     ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n    final_sparsty: 1\n", "invalid recipe: .*final_sparsty"),
     ("arch: resnet18\noptimizer: rmsprop\n", "optimizer 'rmsprop' is not one of sgd, adam"),
@@ -129,6 +129,12 @@ def test_missing_recipe(tmp_path):
 ])
 def test_patterns_are_checked_against_the_model(tmp_path, params, mask, message):
     sparsity = 0.5 if ":" in mask else 0.9
-    recipe = load_recipe(write(tmp_path, GMP.format(params=params, sparsity=sparsity, mask=mask)))
+    recipe = load_recipe(write(tmp_path, GMP.format(params=params, init=sparsity, sparsity=sparsity, mask=mask)))
     with pytest.raises(SparsebiasError, match=message):
         check_recipe_against_model(recipe, build_model("resnet18", 3), "resnet18")
+
+
+def test_unknown_override_is_refused(tmp_path):
+    path = write(tmp_path, GMP.format(params="__ALL_PRUNABLE__", init=0.05, sparsity=0.9, mask="unstructured"))
+    with pytest.raises(SparsebiasError, match="cannot set 'num_epoch': not a variable of this recipe"):
+        load_recipe(path, {"num_epoch": 3})

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from ..errors import SparsebiasError
 from .attributes import CELEBA_ATTRIBUTES
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 CANVAS = 128  # drawing happens at this size, then the image is downsampled
 CROP = (14, 8, 114, 108)  # the part of the canvas kept: head and shoulders, as CelebA's aligned crops
 
@@ -74,13 +74,13 @@ DEPENDENCIES = {
 
 # d' of each graded cue: how far apart positives and negatives sit (in noise units).
 SEPARATION = {
-    "Male": 2.6, "Young": 2.0, "Chubby": 2.2, "Pale_Skin": 2.4,
-    "Arched_Eyebrows": 1.8, "Bushy_Eyebrows": 2.0, "Bags_Under_Eyes": 1.1,
-    "Big_Lips": 1.0, "Big_Nose": 1.6, "Blurry": 2.6, "Double_Chin": 1.6,
-    "High_Cheekbones": 0.8, "Narrow_Eyes": 1.6, "Oval_Face": 0.6, "Pointy_Nose": 0.7,
-    "Rosy_Cheeks": 2.2, "Smiling": 3.0, "Mouth_Slightly_Open": 2.6,
-    "Heavy_Makeup": 2.4, "Wearing_Lipstick": 2.6, "5_o_Clock_Shadow": 1.8,
-    "Receding_Hairline": 2.0, "Wavy_Hair": 1.4, "Straight_Hair": 1.0,
+    "Male": 2.6, "Young": 2.8, "Chubby": 2.8, "Pale_Skin": 2.8,
+    "Arched_Eyebrows": 2.6, "Bushy_Eyebrows": 2.8, "Bags_Under_Eyes": 1.1,
+    "Big_Lips": 1.0, "Big_Nose": 2.6, "Blurry": 2.6, "Double_Chin": 2.6,
+    "High_Cheekbones": 0.8, "Narrow_Eyes": 2.6, "Oval_Face": 0.6, "Pointy_Nose": 0.7,
+    "Rosy_Cheeks": 3.0, "Smiling": 3.6, "Mouth_Slightly_Open": 3.2,
+    "Heavy_Makeup": 3.0, "Wearing_Lipstick": 3.0, "5_o_Clock_Shadow": 2.6,
+    "Receding_Hairline": 2.8, "Wavy_Hair": 2.4, "Straight_Hair": 1.0,
 }
 
 _LOGIT_CLIP = 12.0
@@ -310,9 +310,9 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
     d.rounded_rectangle([cx - half_w * (0.55 + 0.4 * jaw), cy, cx + half_w * (0.55 + 0.4 * jaw),
                          cy + half_h * (0.78 + 0.18 * jaw)], radius=10, fill=skin)
     if label["Double_Chin"] or c["Double_Chin"] > 0.5:
-        t = np.clip(0.45 + 0.3 * c["Double_Chin"], 0, 1)
-        d.arc([cx - 15, cy + half_h - 6, cx + 15, cy + half_h + 9], 20, 160,
-              fill=_mix(skin, (60, 40, 30), t), width=4)
+        t = np.clip(0.5 + 0.35 * c["Double_Chin"], 0, 1)
+        d.arc([cx - 16, cy + half_h - 6, cx + 16, cy + half_h + 10], 20, 160,
+              fill=_mix(skin, (60, 40, 30), t), width=5)
 
     # wrinkles for older faces
     age = np.clip(-0.5 * c["Young"], 0, 1)
@@ -326,7 +326,7 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
 
     # hairline, bangs and receding hairline
     if not bald:
-        recede = np.clip(0.28 * c["Receding_Hairline"], 0, 1) * 14
+        recede = np.clip(0.35 * c["Receding_Hairline"], 0, 1) * 16
         d.chord([cx - half_w, cy - half_h - 2, cx + half_w, cy - half_h + 22 - recede * 0.3],
                 180, 360, fill=hair)
         if recede > 0:
@@ -356,11 +356,11 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
 
     # facial hair
     beard_rgb = _mix(hair if not bald else (40, 30, 25), (0, 0, 0), 0.2)
-    stubble = np.clip(0.22 * c["5_o_Clock_Shadow"], 0, 1)
+    stubble = np.clip(0.3 * c["5_o_Clock_Shadow"], 0, 1)
     if stubble > 0:
         pts = rng.uniform([-half_w * 0.7, 6], [half_w * 0.7, half_h * 0.92], size=(int(140 * stubble), 2))
         for x, y in pts:
-            d.point((cx + x, cy + y), fill=(*beard_rgb, 150))
+            d.point((cx + x, cy + y), fill=(*beard_rgb, 180))
     if not label["No_Beard"] and not (label["Goatee"] or label["Mustache"] or label["Sideburns"]):
         d.chord([cx - half_w * 0.95, cy - 6, cx + half_w * 0.95, cy + half_h + 2], 20, 160, fill=beard_rgb)
     if label["Sideburns"]:
@@ -374,7 +374,7 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
     eye_y = cy - 6
     eye_h = np.clip(4.5 - 1.1 * c["Narrow_Eyes"], 1.2, 7)
     shadow = np.clip(0.25 * c["Heavy_Makeup"], 0, 0.85)
-    brow_w = np.clip(2.4 + 1.0 * c["Bushy_Eyebrows"], 1, 6)
+    brow_w = np.clip(2.4 + 1.4 * c["Bushy_Eyebrows"], 1, 7)
     arch = np.clip(2.4 * c["Arched_Eyebrows"], -2, 6)
     bags = np.clip(0.35 * c["Bags_Under_Eyes"], 0, 0.9)
     for side in (-1, 1):
@@ -398,8 +398,8 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
 
     # nose: size and tip shape
     nose = _mix(skin, (70, 45, 35), 0.35)
-    length = 11 * (1 + 0.14 * c["Big_Nose"])
-    width = 5 * (1 + 0.16 * c["Big_Nose"])
+    length = 11 * (1 + 0.16 * c["Big_Nose"])
+    width = 5 * (1 + 0.2 * c["Big_Nose"])
     tip = np.clip(0.5 + 0.3 * c["Pointy_Nose"], 0, 1)
     ny = cy - 2
     d.polygon([(cx, ny), (cx - width, ny + length), (cx + width, ny + length)], fill=_mix(skin, nose, 0.4))
@@ -411,7 +411,7 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
     for side in (-1, 1):
         kx = cx + side * 16
         if rosy > 0:
-            d.ellipse([kx - 6, cy + 5, kx + 6, cy + 13], fill=(235, 90, 110, int(255 * rosy)))
+            d.ellipse([kx - 7, cy + 4, kx + 7, cy + 14], fill=(235, 90, 110, int(255 * rosy)))
         if bone > 0:
             d.ellipse([kx - 6, cy - 2, kx + 5, cy + 4], fill=(255, 255, 255, int(200 * bone)))
 
@@ -426,6 +426,10 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
         d.polygon([(cx - 11, my - 4), (cx + 11, my - 4), (cx + 8, my - 9), (cx - 8, my - 9)], fill=beard_rgb)
     if gap > 0.3:
         d.ellipse([cx - mw * 0.7, my - gap / 2, cx + mw * 0.7, my + gap / 2 + max(curve, 0) * 0.3], fill=(45, 15, 20))
+    if curve > 1.5:  # a smile shows teeth
+        teeth = min(curve * 0.45, 4)
+        d.chord([cx - mw * 0.6, my - gap / 2 - teeth, cx + mw * 0.6, my - gap / 2 + teeth], 0, 180,
+                fill=(250, 250, 245))
     d.line([(cx - mw, my - curve), (cx - mw / 2, my - gap / 2), (cx + mw / 2, my - gap / 2), (cx + mw, my - curve)],
            fill=lip, width=int(round(lip_t)))
     d.line([(cx - mw + 1, my - curve + 1), (cx, my + gap / 2 + 1), (cx + mw - 1, my - curve + 1)],
@@ -437,7 +441,7 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
     if blur > 0.3:
         img = img.filter(ImageFilter.GaussianBlur(float(blur)))
     img = img.resize((size, size), Image.BOX)
-    arr = np.asarray(img, dtype=float) * rng.uniform(0.8, 1.15) + rng.normal(0, 4, (size, size, 3))
+    arr = np.asarray(img, dtype=float) * rng.uniform(0.88, 1.12) + rng.normal(0, 3, (size, size, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 

@@ -43,8 +43,9 @@ def test_labels_match_celeba_rates_and_imbalance(labels):
 def test_male_correlates_like_celeba(labels, attribute, direction):
     male = col(labels, "Male")
     a = col(labels, attribute)
-    r1, r0 = a[male].mean(), a[~male].mean()
-    assert direction * (r1 - r0) > 0.1, (attribute, r1, r0)
+    odds = lambda p: p / (1 - p)  # noqa: E731
+    odds_ratio = odds(a[male].mean()) / odds(a[~male].mean())
+    assert odds_ratio ** direction > 3, (attribute, odds_ratio)
 
 
 def test_age_and_weight_correlations(labels):
