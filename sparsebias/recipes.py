@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from .errors import SparsebiasError
-from .sparseml_patch import NM_TOLERANCE, ScheduledModifierManager
+from .sparseml_patch import (NM_TOLERANCE, ScheduledModifierManager, evaluate_recipe_yaml_str_equations,
+                             load_recipe_yaml_str)
 
 RUN_DEFAULTS = {
     "arch": "resnet18",
@@ -119,19 +120,22 @@ def load_recipe(path, overrides: dict | None = None) -> Recipe:
                 f"{path}:{entry['__line__'] + offset}: unknown modifier !{entry['__modifier__']}")
 
     overrides = dict(overrides or {})
-    variables = {k: v for k, v in doc.items() if not _is_modifier_list(v)}
-    unknown = sorted(set(overrides) - set(variables) - set(RUN_DEFAULTS))
+    declared = {k for k, v in doc.items() if not _is_modifier_list(v)}
+    unknown = sorted(set(overrides) - declared - set(RUN_DEFAULTS))
     if unknown:
         raise SparsebiasError(
             f"{path}: cannot set {unknown[0]!r}: not a variable of this recipe nor a run setting "
-            f"(recipe variables: {', '.join(variables) or 'none'}; run settings: {', '.join(RUN_DEFAULTS)})")
-    settings = {**RUN_DEFAULTS, **{k: v for k, v in variables.items() if k in RUN_DEFAULTS}, **overrides}
-    _check_settings(path, settings)
-    recipe_vars = {k: v for k, v in overrides.items() if k in variables}
+            f"(recipe variables: {', '.join(sorted(declared)) or 'none'}; run settings: {', '.join(RUN_DEFAULTS)})")
+    recipe_vars = {k: v for k, v in overrides.items() if k in declared}
     try:
+        evaluated = yaml.load(evaluate_recipe_yaml_str_equations(load_recipe_yaml_str(body, **recipe_vars)),
+                              Loader=_RecipeLoader)
         manager = ScheduledModifierManager.from_yaml(body, recipe_variables=recipe_vars)
     except (TypeError, ValueError, KeyError, NameError, SyntaxError, AttributeError) as e:
         raise SparsebiasError(f"{path}: invalid recipe: {_first_line(e)}") from None
+    variables = {k: v for k, v in evaluated.items() if k in declared}
+    settings = {**RUN_DEFAULTS, **{k: v for k, v in {**variables, **overrides}.items() if k in RUN_DEFAULTS}}
+    _check_settings(path, settings)
     recipe = Recipe(path, text, {**variables, **overrides}, manager, settings)
     _check_schedules(recipe)
     return recipe
@@ -153,9 +157,12 @@ def _first_line(e: Exception) -> str:
 
 
 def _check_settings(path: Path, s: dict) -> None:
+    """Validate run settings in place; integral floats (SparseML writes 64.0) become ints."""
     if str(s["optimizer"]).lower() not in OPTIMIZERS:
         raise SparsebiasError(f"{path}: optimizer {s['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
     for key in ("image_size", "batch_size"):
+        if isinstance(s[key], float) and s[key].is_integer():
+            s[key] = int(s[key])
         if not isinstance(s[key], int) or s[key] < 1:
             raise SparsebiasError(f"{path}: {key} must be a positive integer, got {s[key]!r}")
     for key in ("init_lr", "momentum", "weight_decay"):

@@ -15,6 +15,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 import torch  # noqa: E402
 import sparseml.pytorch.sparsification  # noqa: E402,F401  (registers every modifier with YAML)
+from sparseml.optim.helpers import evaluate_recipe_yaml_str_equations, load_recipe_yaml_str  # noqa: E402,F401
 from sparseml.pytorch.optim import ScheduledModifierManager  # noqa: E402,F401
 from sparseml.pytorch.sparsification.pruning.mask_creator import NMPruningMaskCreator  # noqa: E402
 from sparseml.pytorch.utils.logger import BaseLogger, LoggerManager  # noqa: E402

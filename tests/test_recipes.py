@@ -110,7 +110,9 @@ def test_markdown_recipe_with_front_matter(tmp_path):
     (GMP.format(params="__ALL_PRUNABLE__", init=0.9, sparsity=0.9, mask='"2:4"'),
      r"mask_type 2:4 needs sparsity 0.5 \(1 - N/M\), got 0.9"),
     ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n    final_sparsty: 1\n", "invalid recipe: .*final_sparsty"),
-    ("arch: resnet18\noptimizer: rmsprop\n", "optimizer 'rmsprop' is not one of sgd, adam"),
+    ("optimizer: rmsprop\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n",
+     "optimizer 'rmsprop' is not one of sgd, adam"),
+    ("arch: resnet18\n", "Unable to find any modifiers"),
     ("- just\n- a list\n", "a recipe is a YAML mapping"),
 ])
 def test_malformed_recipes(tmp_path, text, message):
@@ -138,3 +140,11 @@ def test_unknown_override_is_refused(tmp_path):
     path = write(tmp_path, GMP.format(params="__ALL_PRUNABLE__", init=0.05, sparsity=0.9, mask="unstructured"))
     with pytest.raises(SparsebiasError, match="cannot set 'num_epoch': not a variable of this recipe"):
         load_recipe(path, {"num_epoch": 3})
+
+
+def test_settings_may_be_sparseml_equations(tmp_path):
+    path = write(tmp_path, "base_lr: 0.02\ninit_lr: eval(base_lr * 2)\nbatch_size: 32.0\n" + GMP.format(
+        params="__ALL_PRUNABLE__", init=0.05, sparsity=0.9, mask="unstructured"))
+    recipe = load_recipe(path, {"base_lr": 0.05})
+    assert recipe.settings["init_lr"] == pytest.approx(0.1)
+    assert recipe.settings["batch_size"] == 32 and isinstance(recipe.settings["batch_size"], int)

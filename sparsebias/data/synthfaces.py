@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from ..errors import SparsebiasError
 from .attributes import CELEBA_ATTRIBUTES
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 CANVAS = 128  # drawing happens at this size, then the image is downsampled
 CROP = (14, 8, 114, 108)  # the part of the canvas kept: head and shoulders, as CelebA's aligned crops
 
@@ -75,12 +75,12 @@ DEPENDENCIES = {
 # d' of each graded cue: how far apart positives and negatives sit (in noise units).
 SEPARATION = {
     "Male": 2.6, "Young": 2.8, "Chubby": 2.8, "Pale_Skin": 2.8,
-    "Arched_Eyebrows": 2.6, "Bushy_Eyebrows": 2.8, "Bags_Under_Eyes": 1.1,
-    "Big_Lips": 1.0, "Big_Nose": 2.6, "Blurry": 2.6, "Double_Chin": 2.6,
-    "High_Cheekbones": 0.8, "Narrow_Eyes": 2.6, "Oval_Face": 0.6, "Pointy_Nose": 0.7,
+    "Arched_Eyebrows": 2.6, "Bushy_Eyebrows": 2.8, "Bags_Under_Eyes": 2.2,
+    "Big_Lips": 1.4, "Big_Nose": 2.6, "Blurry": 2.6, "Double_Chin": 2.6,
+    "High_Cheekbones": 2.0, "Narrow_Eyes": 2.6, "Oval_Face": 1.0, "Pointy_Nose": 1.1,
     "Rosy_Cheeks": 3.0, "Smiling": 3.6, "Mouth_Slightly_Open": 3.2,
     "Heavy_Makeup": 3.0, "Wearing_Lipstick": 3.0, "5_o_Clock_Shadow": 2.6,
-    "Receding_Hairline": 2.8, "Wavy_Hair": 2.4, "Straight_Hair": 1.0,
+    "Receding_Hairline": 2.8, "Wavy_Hair": 2.4, "Straight_Hair": 2.4,
 }
 
 _LOGIT_CLIP = 12.0
@@ -348,7 +348,8 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
                 d.line(pts, fill=strand, width=2)
         elif straight > 0.3:
             for x in np.arange(cx - half_w + 4, cx + half_w - 4, 5):
-                d.line([x, cy - half_h - 4, x, cy - half_h + 10], fill=_mix(hair, (255, 255, 255), 0.12 * min(straight, 3)), width=1)
+                d.line([x, cy - half_h - 4, x, cy - half_h + 10],
+                       fill=_mix(hair, (255, 255, 255), 0.2 * min(straight, 3)), width=2)
     if label["Wearing_Hat"]:
         hat = _mix(rng.uniform(0, 255, 3), (0, 0, 0), 0)
         d.rectangle([cx - half_w - 2, cy - half_h - 18, cx + half_w + 2, cy - half_h + 10], fill=hat)
