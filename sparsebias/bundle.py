@@ -124,10 +124,11 @@ def load_bundle(path) -> Bundle:
     if version != SCHEMA_VERSION:
         raise SparsebiasError(
             f"{manifest_path}: schema version {version!r}, this sparsebias reads version {SCHEMA_VERSION}")
+    outside = [name for name in manifest["files"] if not (path / name).resolve().is_relative_to(path.resolve())]
+    if outside:
+        raise SparsebiasError(f"{manifest_path}: file entry {outside[0]!r} points outside the bundle")
     for name, expected in manifest["files"].items():
         file = path / name
-        if not file.resolve().is_relative_to(path.resolve()):
-            raise SparsebiasError(f"{manifest_path}: file entry {name!r} points outside the bundle")
         if not file.is_file():
             raise SparsebiasError(f"{file}: missing from the bundle")
         if sha256(file) != expected:

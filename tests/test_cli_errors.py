@@ -113,7 +113,7 @@ def test_resume_without_an_interrupted_run(tmp_path, repo):
 def test_corrupt_checkpoint_for_gmp_pt(tmp_path, repo):
     bad = tmp_path / "weights.pt"
     bad.write_bytes(b"\x80\x04not really a checkpoint")
-    line = compress(tmp_path, repo / "recipes/resnet18_pt_90.yaml", "--data", TINY_DATA, *FAST, "--from", bad)
+    line = compress(tmp_path, repo / "recipes/resnet18_dense.yaml", "--data", TINY_DATA, *FAST, "--from", bad)
     assert "cannot load checkpoint" in line and "weights.pt" in line
 
 
@@ -128,7 +128,7 @@ def test_pickled_code_is_never_run(tmp_path, repo):
     (tmp_path / "victim").mkdir()
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps({"state_dict": Evil()}))
-    line = compress(tmp_path, repo / "recipes/resnet18_pt_90.yaml", "--data", TINY_DATA, *FAST, "--from", evil)
+    line = compress(tmp_path, repo / "recipes/resnet18_dense.yaml", "--data", TINY_DATA, *FAST, "--from", evil)
     assert "cannot load checkpoint" in line
     assert (tmp_path / "victim").exists()
 
