@@ -111,6 +111,8 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
         }
         written = bundle.commit(manifest)
     shutil.rmtree(work_dir, ignore_errors=True)
+    if not any(work_dir.parent.iterdir()):
+        work_dir.parent.rmdir()
     return written
 
 

@@ -28,14 +28,14 @@ def repo() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def tiny_compress(recipe, out_dir, *, name="tiny", epochs=2, extra=(), **kwargs):
+def tiny_compress(recipe, out_dir, *, name="tiny", epochs=2, extra=(), echo=lambda *a, **k: None, **kwargs):
     """compress() on tiny data; GMP recipes get a schedule that fits `epochs`."""
     from sparsebias.compress import compress
     from sparsebias.recipes import parse_overrides
 
     overrides = parse_overrides([*TINY_SETTINGS, f"num_epochs={epochs}", *extra])
     return compress(recipe, data=TINY_DATA, overrides=overrides, name=name, out_dir=out_dir,
-                    echo=lambda *a, **k: None, **kwargs)
+                    echo=echo, **kwargs)
 
 
 @pytest.fixture(scope="session")
