@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import platform
 import shutil
 import time
 from datetime import datetime, timezone
@@ -164,4 +164,4 @@ def _versions() -> dict:
     import sparseml
     import torchvision
     return {"torch": torch.__version__, "torchvision": torchvision.__version__, "sparseml": sparseml.__version__,
-            "onnx": onnx.__version__, "python": os.sys.version.split()[0]}
+            "onnx": onnx.__version__, "python": platform.python_version()}

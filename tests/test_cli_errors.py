@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import pytest
 from click.testing import CliRunner
 
 from conftest import TINY_DATA
