@@ -146,8 +146,9 @@ def _load_pretrained(model, path: Path, arch: str, attributes: list[str], echo) 
     unknown = [k for k in state if k not in own]
     if unknown:
         raise SparsebiasError(f"--from {path}: weights do not fit {arch} (e.g. {unknown[0]!r})")
-    head = {k for k, v in state.items() if v.shape != own[k].shape or not same_outputs and k in _head_keys(model)}
-    body_mismatch = [k for k in head if k not in _head_keys(model)]
+    head_keys = _head_keys(model)
+    head = {k for k, v in state.items() if v.shape != own[k].shape or not same_outputs and k in head_keys}
+    body_mismatch = [k for k in head if k not in head_keys]
     if body_mismatch:
         raise SparsebiasError(f"--from {path}: weight {body_mismatch[0]!r} has the wrong shape for {arch}")
     model.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)

@@ -9,12 +9,13 @@ so a recipe written for SparseML and torchvision models works as it is.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from .errors import SparsebiasError
+from .models import prunable_weights
 from .sparseml_patch import (NM_TOLERANCE, ScheduledModifierManager, evaluate_recipe_yaml_str_equations,
                              load_recipe_yaml_str)
 
@@ -38,7 +39,7 @@ class Recipe:
     text: str                # the file as written; stored in the bundle
     variables: dict          # root variables after overrides
     manager: ScheduledModifierManager
-    settings: dict = field(default_factory=dict)
+    settings: dict  # run settings: RUN_DEFAULTS, then the recipe's variables, then overrides
 
     @property
     def epochs(self) -> int:
@@ -211,10 +212,8 @@ def _check_nm_target(recipe: Recipe, mod) -> None:
 
 def check_recipe_against_model(recipe: Recipe, model, arch: str) -> None:
     """Every params pattern must name a layer of the model; N:M layers must split into groups."""
-    names = [name for name, _ in model.named_parameters()]
-    prunable = {f"{n}.weight" for n, mod in model.named_modules()
-                if type(mod).__name__ in ("Conv2d", "Linear", "Conv1d", "Conv3d")}
     shapes = dict(model.named_parameters())
+    names, prunable = list(shapes), set(prunable_weights(model))
     for mod in recipe.manager.iter_modifiers():
         params = getattr(mod, "params", None)
         if params is None:
