@@ -1,6 +1,11 @@
 """sparsebias: compress vision classifiers, run them sparse, audit them for bias."""
 
+import os
+
 __version__ = "0.1.0"
+
+# deepsparse, sparseml and sparsezoo reach for the network at import unless told not to.
+os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 
 from .errors import SparsebiasError  # noqa: E402
 

@@ -4,6 +4,7 @@
     NAME/model.onnx       the model (input: normalised NCHW float32, output: logits)
     NAME/model.pt         the torch state dict (for fine-tuning, GMP-PT, the torch engine)
     NAME/recipe.yaml      the recipe as written
+    NAME/check.npz        a batch of real inputs (as fed to the model) and the torch logits for them
     NAME/splits/*.npz     ids and labels of each split, logits of val and test
 
 Writes are atomic: the bundle is built in a hidden sibling folder and renamed into place,
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SparsebiasError
+from .report.files import json_default
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -88,7 +90,7 @@ class BundleWriter:
         files = sorted(str(p.relative_to(self.staging)) for p in self.staging.rglob("*") if p.is_file())
         manifest = {"schema_version": SCHEMA_VERSION, **manifest,
                     "files": {name: sha256(self.staging / name) for name in files}}
-        (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+        (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=json_default) + "\n")
         old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
         if self.path.exists():
             ensure_replaceable(self.path)
@@ -96,14 +98,6 @@ class BundleWriter:
         self.staging.rename(self.path)
         shutil.rmtree(old, ignore_errors=True)
         return Bundle(self.path, manifest)
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in a manifest")
 
 
 def load_bundle(path) -> Bundle:

@@ -78,12 +78,111 @@ def info(bundle, layers):
     click.echo(_summary(load_bundle(bundle), per_layer=layers))
 
 
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--engine", "engines", default="deepsparse,onnxruntime", show_default=True,
+              help="Comma-separated engines, or 'available' for every engine that runs here.")
+@click.option("--batch-size", "batch_sizes", default="1,16", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--cores", type=click.IntRange(min=1), default=None, help="CPU cores to use (default: all physical).")
+@click.option("--reference", default=None, type=click.Path(),
+              help="Dense bundle to compute speedups against (default: each model on onnxruntime).")
+@click.option("--warmup", default=2.0, show_default=True, type=click.FloatRange(min=0), help="Seconds of warm-up.")
+@click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds measured per model, engine and batch size.")
+@click.option("--profile", is_flag=True, help="Also record DeepSparse's per-layer timings.")
+@click.option("--out", "out_dir", default="bench-report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for bench.json, bench.md and bench.png.")
+def bench(models, engines, batch_sizes, cores, reference, warmup, duration, profile, out_dir):
+    """Measure items/s and latency of bundles (or ONNX files) on several engines.
+
+    \b
+    Example:
+      sparsebias bench exported/resnet18_99 --reference exported/resnet18_dense --batch-size 1,16,64
+      sparsebias bench model.onnx --engine available --cores 4
+    """
+    from tqdm import tqdm
+
+    from .bench import Settings, run_bench
+    from .engines import parse_engines, physical_cores
+    from .report.bench import results_table, write_bench_report
+
+    settings = Settings(engines=parse_engines(engines), batch_sizes=_int_list(batch_sizes, "--batch-size"),
+                        cores=cores or physical_cores(), warmup_s=warmup, duration_s=duration, profile=profile)
+    with tqdm(total=1, unit="run", leave=False) as bar:
+        def progress(done, total, what):
+            bar.total = total
+            bar.n = done
+            bar.set_description(what)
+            bar.refresh()
+        report = run_bench(models, settings, reference=reference, progress=progress)
+    click.echo(results_table(report))
+    disagree = [a for a in report["agreement"] if not a["agrees"]]
+    for a in disagree:
+        click.echo(f"warning: {a['engine']} differs from onnxruntime by {a['max_abs_diff']:.2e} on {a['model']}",
+                   err=True)
+    written = write_bench_report(report, out_dir)
+    click.echo("wrote " + ", ".join(map(str, written)))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--engine", default="deepsparse", show_default=True, help="Engine to run the model on.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--cores", type=click.IntRange(min=1), default=None, help="CPU cores to use (default: all physical).")
+@click.option("--out", "out_file", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="CSV file to write ('-': standard output).")
+def predict(bundle, paths, engine, batch_size, cores, out_file):
+    """Predict every attribute for images (files or folders) and write a CSV.
+
+    Exit status 1 when some images could not be read (each is named on stderr; the rest
+    are in the CSV).
+
+    \b
+    Example:
+      sparsebias predict exported/resnet18_99 photos/ --out predictions.csv
+    """
+    from tqdm import tqdm
+
+    from .predict import predict as run, predictions_csv
+    from .report.files import write_atomic
+
+    with tqdm(total=0, unit="img", leave=False, disable=out_file == "-") as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+        result = run(bundle, paths, engine=engine, batch_size=batch_size, cores=cores, progress=progress)
+    for path, reason in result.unreadable:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    text = predictions_csv(result)
+    if out_file == "-":
+        click.echo(text, nl=False)
+    else:
+        write_atomic(out_file, text)
+        click.echo(f"wrote {len(result.paths)} prediction(s) to {out_file} ({result.decided_by})", err=True)
+    if result.unreadable:
+        click.echo(f"error: {len(result.unreadable)} image(s) could not be read", err=True)
+        sys.exit(1)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SparsebiasError(f"{option}: expected comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise SparsebiasError(f"{option}: every value must be at least 1, got {text!r}")
+    return values
+
+
 def _summary(bundle, per_layer: bool = True) -> str:
     m = bundle.manifest
     lines = [f"bundle       {bundle.path}",
              f"model        {m['architecture']}, {len(m['attributes'])} attribute(s), input {m['input']['shape'][1:]}",
              f"recipe       {m['recipe']['source']}",
-             f"sparsity     {m['sparsity']['overall']:.4f} overall"]
+             f"sparsity     {m['sparsity']['overall']:.4f} overall",
+             f"cost         {m['flops']['dense_macs'] / 1e9:.3f} GMACs dense, {m['flops']['sparse_macs'] / 1e9:.3f} "
+             f"sparse ({m['flops']['reduction']:.1f}x fewer) per image"]
     for split, scores in m["metrics"].items():
         lines.append(f"{split:12s} mean accuracy {scores['accuracy']:.4f}  mean AUC {scores['auc']:.4f}")
     t = m["training"]

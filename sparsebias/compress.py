@@ -19,6 +19,7 @@ from .data import DEFAULT_IDENTITIES, open_data
 from .data.images import MEAN, STD, FaceImages, normalize
 from .errors import SparsebiasError
 from .export import export_onnx
+from .flops import count_flops
 from .models import build_model, sparsity_report
 from .recipes import check_recipe_against_model, load_recipe
 from .train import predict_logits, train, validation_score
@@ -74,6 +75,8 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     with BundleWriter(out_dir / name) as bundle:
         check = normalize(torch.stack([sets["val"][i][0] for i in range(min(CHECK_BATCH, len(sets["val"])))]))
         export = export_onnx(model, bundle.file("model.onnx"), check)
+        with torch.no_grad():
+            np.savez_compressed(bundle.file("check.npz"), inputs=check.numpy(), logits=model(check).numpy())
         save_checkpoint(bundle.file("model.pt"), {"state_dict": model.state_dict()})
         bundle.file("recipe.yaml").write_text(recipe.text)
         for split in ("train", "val", "test"):
@@ -106,6 +109,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
                          "seconds": round(time.time() - started, 1), "threads": torch.get_num_threads(),
                          "versions": _versions()},
             "sparsity": {"overall": overall, "per_layer": per_layer},
+            "flops": count_flops(bundle.file("model.onnx")).to_dict(),
             "metrics": metrics,
             "export": export,
         }

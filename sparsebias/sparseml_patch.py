@@ -7,10 +7,8 @@ with "mask shape ... does not match layer.param shape". We replace its mask crea
 with one that permutes back. Everything else stays sparseml's.
 """
 
-import os
 import warnings
 
-os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")  # its analytics reach for the network at import
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 import torch  # noqa: E402

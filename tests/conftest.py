@@ -43,3 +43,21 @@ def dense_bundle(tmp_path_factory, repo):
     """A tiny dense resnet18 bundle, trained once for the whole session."""
     out = tmp_path_factory.mktemp("exported")
     return tiny_compress(repo / "recipes/resnet18_dense.yaml", out, name="dense")
+
+
+@pytest.fixture(scope="session")
+def sparse_bundle(tmp_path_factory, repo):
+    """A tiny resnet18 pruned to 90% by the real recipe through the CLI, once per session."""
+    from click.testing import CliRunner
+
+    from sparsebias.bundle import load_bundle
+    from sparsebias.cli import main
+
+    out = tmp_path_factory.mktemp("gmp")
+    settings = [*TINY_SETTINGS, "num_epochs=3", "pruning_start_epoch=0", "pruning_end_epoch=2"]
+    result = CliRunner().invoke(main, ["compress", "--recipe", str(repo / "recipes/resnet18_90.yaml"),
+                                       "--data", TINY_DATA, "--out", str(out),
+                                       *[x for s in settings for x in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    assert "mean AUC" in result.output and "per-layer sparsity" in result.output
+    return load_bundle(out / "resnet18_90")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TINY_DATA, TINY_SETTINGS, tiny_compress
+from conftest import TINY_DATA, tiny_compress
 from sparsebias.bundle import load_bundle
 from sparsebias.checkpoint import state_dict_from
 from sparsebias.cli import main
@@ -24,19 +24,15 @@ def cli(*args):
 
 
 @pytest.fixture(scope="module")
-def gmp_bundle(tmp_path_factory, repo):
-    out = tmp_path_factory.mktemp("gmp")
-    result = cli("compress", "--recipe", repo / "recipes/resnet18_90.yaml", "--data", TINY_DATA, "--out", out,
-                 *[x for s in [*TINY_SETTINGS, "num_epochs=3", *GMP_TINY] for x in ("--set", s)])
-    assert result.exit_code == 0, result.output
-    assert "mean AUC" in result.output and "per-layer sparsity" in result.output
-    return load_bundle(out / "resnet18_90")
+def gmp_bundle(sparse_bundle):
+    return sparse_bundle
 
 
 def test_bundle_layout_and_manifest(gmp_bundle, repo):
     m = gmp_bundle.manifest
     files = set(m["files"])
-    assert {"model.onnx", "model.pt", "recipe.yaml", "splits/train.npz", "splits/val.npz", "splits/test.npz"} <= files
+    assert {"model.onnx", "model.pt", "recipe.yaml", "check.npz", "splits/train.npz", "splits/val.npz",
+            "splits/test.npz"} <= files
     assert m["schema_version"] == 1
     assert m["architecture"] == "resnet18"
     assert m["input"]["shape"] == [None, 3, 32, 32]
@@ -55,6 +51,14 @@ def test_sparsity_matches_the_recipe(gmp_bundle):
     weights = prunable_weights(model)
     zeros = sum(int((w == 0).sum()) for w in weights.values()) / sum(w.numel() for w in weights.values())
     assert zeros == pytest.approx(m["sparsity"]["overall"])
+
+
+def test_manifest_records_flops(gmp_bundle):
+    flops = gmp_bundle.manifest["flops"]
+    assert flops["weight_sparsity"] == pytest.approx(gmp_bundle.manifest["sparsity"]["overall"], abs=1e-6)
+    assert flops["dense_flops"] == 2 * flops["dense_macs"]
+    assert flops["sparse_macs"] < flops["dense_macs"] / 3  # 90% of all but conv1 and fc
+    assert sum(layer["dense_macs"] for layer in flops["per_layer"]) + flops["other_ops"] == flops["dense_macs"]
 
 
 def test_onnx_matches_torch_and_logits_are_keyed_by_id(gmp_bundle):

@@ -31,10 +31,10 @@ def load_image(path, size: int) -> np.ndarray:
     return np.array(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def normalize(batch: torch.Tensor) -> torch.Tensor:
+def normalize(batch: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float, scaled to [0, 1] and standardised per channel."""
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
+    mean = torch.tensor(mean).view(1, 3, 1, 1)
+    std = torch.tensor(std).view(1, 3, 1, 1)
     return (batch.float() / 255.0 - mean) / std
 
 

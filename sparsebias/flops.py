@@ -1,0 +1,125 @@
+"""Inference cost counted from the ONNX graph, the way the pruning literature counts it.
+
+Conv, Gemm and MatMul-with-weights cost one multiply-add (MAC) per weight per output
+position; the sparse count keeps only the non-zero weights, since a sparse engine skips
+the rest. Every other op is counted dense, one operation per output element (pooling:
+per window element). Counts are per image. FLOPs are reported as 2 x MACs, as in the
+CVPR 2023 paper's Table 1 (dense resnet18 at 224x224: 1.82 GMACs, 3.64 GFLOPs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+FREE_OPS = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Constant",
+            "Identity", "Transpose", "Cast", "Dropout"}
+
+
+@dataclass
+class LayerCost:
+    name: str
+    op: str
+    dense_macs: int
+    sparse_macs: int
+    weight_sparsity: float
+
+
+@dataclass
+class FlopReport:
+    layers: list[LayerCost] = field(default_factory=list)
+    other_ops: int = 0          # operations outside Conv/Gemm/MatMul, always dense
+    weights: int = 0            # weights of Conv/Gemm/MatMul
+    zero_weights: int = 0
+
+    @property
+    def dense_macs(self) -> int:
+        return sum(layer.dense_macs for layer in self.layers) + self.other_ops
+
+    @property
+    def sparse_macs(self) -> int:
+        return sum(layer.sparse_macs for layer in self.layers) + self.other_ops
+
+    @property
+    def weight_sparsity(self) -> float:
+        return self.zero_weights / self.weights if self.weights else 0.0
+
+    def to_dict(self, per_layer: bool = True) -> dict:
+        out = {"dense_macs": self.dense_macs, "sparse_macs": self.sparse_macs,
+               "dense_flops": 2 * self.dense_macs, "sparse_flops": 2 * self.sparse_macs,
+               "reduction": self.dense_macs / self.sparse_macs, "other_ops": self.other_ops,
+               "weight_sparsity": self.weight_sparsity,
+               "convention": "per image; MACs of Conv/Gemm/MatMul scaled by non-zero weights, "
+                             "other ops dense; FLOPs = 2 x MACs"}
+        if per_layer:
+            out["per_layer"] = [vars(layer) for layer in self.layers]
+        return out
+
+
+def count_flops(model) -> FlopReport:
+    """Count one image's cost through an onnx.ModelProto (or a path to one)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    model = _with_batch_one(model)
+    graph = shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*graph.input, *graph.value_info, *graph.output)}
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:  # Constant nodes hold weights too in some exports
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims:
+            weights[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+
+    report = FlopReport()
+    for node in graph.node:
+        out_shape = shapes.get(node.output[0])
+        weight = _weight_of(node, weights)
+        if weight is not None and out_shape:
+            per_weight_uses = _weight_uses(node, weight, out_shape)
+            nonzero = int(np.count_nonzero(weight))
+            report.layers.append(LayerCost(node.name or node.output[0], node.op_type, per_weight_uses * weight.size,
+                                           per_weight_uses * nonzero, 1 - nonzero / weight.size))
+            report.weights += weight.size
+            report.zero_weights += weight.size - nonzero
+        elif node.op_type not in FREE_OPS and out_shape:
+            report.other_ops += _other_op_cost(node, out_shape, shapes)
+    return report
+
+
+def _with_batch_one(model):
+    """A copy whose graph input has batch 1, so shape inference gives concrete sizes."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    initializers = {init.name for init in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name not in initializers and value.type.tensor_type.shape.dim:
+            value.type.tensor_type.shape.dim[0].dim_value = 1
+    return model
+
+
+def _weight_of(node, weights):
+    if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+        return None
+    return weights.get(node.input[1])
+
+
+def _weight_uses(node, weight, out_shape) -> int:
+    """How many times each weight is multiplied per image."""
+    if node.op_type == "Conv":
+        return int(np.prod(out_shape[2:]))          # once per output position
+    return int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1  # Gemm/MatMul: once per row
+
+
+def _other_op_cost(node, out_shape, shapes) -> int:
+    elements = int(np.prod(out_shape[1:]))
+    if node.op_type in ("MaxPool", "AveragePool"):
+        kernel = next(a.ints for a in node.attribute if a.name == "kernel_shape")
+        return elements * int(np.prod(kernel))
+    if node.op_type in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean"):
+        return int(np.prod(shapes[node.input[0]][1:]))
+    return elements

@@ -1,0 +1,86 @@
+"""`bench` on tiny bundles: the numbers hang together, the report is complete, bad input exits 2."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sparsebias.bench import Settings, measure, run_bench
+from sparsebias.cli import main
+from sparsebias.engines import load_engine, open_model
+
+QUICK = dict(warmup_s=0.0, duration_s=0.2)
+
+
+def test_measure_is_self_consistent(dense_bundle):
+    engine = load_engine("onnxruntime", open_model(dense_bundle.path), 4, 1)
+    m = measure(engine, **QUICK)
+    lat = m["latency_ms"]
+    assert m["iterations"] >= 5
+    assert m["items_per_second"] == pytest.approx(4 / (lat["mean"] / 1e3))  # items/s is batch / mean latency
+    assert lat["p50"] <= lat["p90"] <= lat["p99"]
+
+
+@pytest.fixture(scope="module")
+def report(sparse_bundle, dense_bundle):
+    settings = Settings(engines=["deepsparse", "torch"], batch_sizes=[1, 4], cores=1, **QUICK)
+    return run_bench([sparse_bundle.path], settings, reference=dense_bundle.path)
+
+
+def test_every_model_engine_and_batch_is_measured(report):
+    combos = {(r["model"], r["engine"], r["batch_size"]) for r in report["results"]}
+    assert combos == {(m, e, b) for m in ("resnet18_90", "dense") for e in ("deepsparse", "torch", "onnxruntime")
+                      for b in (1, 4)}
+    assert all(r["items_per_second"] > 0 for r in report["results"])
+
+
+def test_speedups_are_ratios_of_this_run(report):
+    ips = {(r["model"], r["engine"], r["batch_size"]): r["items_per_second"] for r in report["results"]}
+    for r in report["results"]:
+        key = (r["engine"], r["batch_size"])
+        assert r["speedup_same_engine"] == pytest.approx(r["items_per_second"] / ips[("dense", *key)])
+        assert r["speedup_vs_onnxruntime"] == pytest.approx(
+            r["items_per_second"] / ips[("dense", "onnxruntime", r["batch_size"])])
+    assert all(r["speedup_same_engine"] == 1.0 for r in report["results"] if r["reference"])
+
+
+def test_agreement_and_flops_are_reported(report, sparse_bundle):
+    assert {(a["model"], a["engine"]) for a in report["agreement"]} == {
+        (m, e) for m in ("resnet18_90", "dense") for e in ("deepsparse", "torch", "onnxruntime")}
+    assert all(a["agrees"] and a["max_abs_diff"] <= 1e-4 for a in report["agreement"])
+    sparse = next(m for m in report["models"] if m["name"] == "resnet18_90")
+    assert sparse["flops"]["sparse_macs"] == sparse_bundle.manifest["flops"]["sparse_macs"]
+    assert report["machine"]["versions"]["onnxruntime"]
+
+
+def test_cli_writes_json_markdown_and_png(sparse_bundle, tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["bench", str(sparse_bundle.path), "--engine", "onnxruntime",
+                                       "--batch-size", "2", "--duration", "0.2", "--warmup", "0", "--cores", "1",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| resnet18_90 | onnxruntime | 2 |" in result.output
+    data = json.loads((out / "bench.json").read_text())
+    assert data["results"][0]["speedup_vs_onnxruntime"] == 1.0
+    assert "## Engine agreement" in (out / "bench.md").read_text()
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "every value must be at least 1"),
+    (["--batch-size", "a,b"], "comma-separated whole numbers"),
+    (["--engine", "tensorrt-llm"], "unknown engine 'tensorrt-llm'"),
+])
+def test_bad_options_exit_2(dense_bundle, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["bench", str(dense_bundle.path), "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_models_exit_2(dense_bundle, tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not onnx")
+    result = CliRunner().invoke(main, ["bench", str(junk), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "junk.onnx: not a valid ONNX model" in result.output
+    assert "Traceback" not in result.output

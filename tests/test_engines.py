@@ -1,0 +1,84 @@
+"""Every engine loads a bundle and returns the same logits; missing back ends fail in one line."""
+
+import numpy as np
+import onnx
+import pytest
+
+from sparsebias.engines import (ENGINES, EngineUnavailable, available_engines, load_engine, open_model,
+                                parse_engines)
+from sparsebias.errors import SparsebiasError
+
+CPU_ENGINES = ["deepsparse", "onnxruntime", "torch"]
+GPU_ENGINES = ["onnxruntime-cuda", "onnxruntime-tensorrt"]
+
+
+def check_batch(bundle):
+    with np.load(bundle.file("check.npz")) as z:
+        return z["inputs"], z["logits"]
+
+
+@pytest.mark.parametrize("engine", CPU_ENGINES)
+def test_cpu_engines_reproduce_the_exported_logits(sparse_bundle, engine):
+    inputs, torch_logits = check_batch(sparse_bundle)
+    ort = load_engine("onnxruntime", open_model(sparse_bundle.path), len(inputs)).predict(inputs)
+    got = load_engine(engine, open_model(sparse_bundle.path), 4, num_cores=1).predict(inputs)
+    assert got.shape == (len(inputs), 40)
+    assert np.abs(got - ort).max() <= 1e-4
+    assert np.abs(got - torch_logits).max() <= 1e-4
+
+
+@pytest.mark.parametrize("engine", GPU_ENGINES)
+def test_gpu_engines_agree_or_skip(sparse_bundle, engine):
+    if ENGINES[engine].unavailable_reason():
+        with pytest.raises(EngineUnavailable, match="onnxruntime-gpu"):
+            load_engine(engine, open_model(sparse_bundle.path), 8)
+        pytest.skip(f"{engine}: no GPU here")
+    inputs, torch_logits = check_batch(sparse_bundle)
+    got = load_engine(engine, open_model(sparse_bundle.path), len(inputs)).predict(inputs)
+    assert np.abs(got - torch_logits).max() <= 1e-2  # TF32 math on the GPU
+
+
+def test_predict_pads_the_last_batch(dense_bundle):
+    inputs = np.random.default_rng(0).standard_normal((11, 3, 32, 32), dtype=np.float32)
+    model = open_model(dense_bundle.path)
+    whole = load_engine("onnxruntime", model, 11).predict(inputs)
+    for engine in ("deepsparse", "onnxruntime"):
+        np.testing.assert_allclose(load_engine(engine, model, 4, 1).predict(inputs), whole, atol=1e-4)
+
+
+def test_bare_onnx_file_runs_but_not_on_torch(dense_bundle):
+    model = open_model(dense_bundle.file("model.onnx"))
+    assert model.bundle is None and model.input_shape == (3, 32, 32) and model.fixed_batch is None
+    with pytest.raises(EngineUnavailable, match="bare ONNX file"):
+        load_engine("torch", model, 2)
+
+
+def test_engine_names():
+    assert parse_engines("deepsparse, onnxruntime,deepsparse") == ["deepsparse", "onnxruntime"]
+    assert set(parse_engines("available")) >= {"onnxruntime", "torch", "deepsparse"}
+    assert set(available_engines()) <= set(ENGINES)
+    with pytest.raises(SparsebiasError, match="unknown engine 'tensorflow'"):
+        parse_engines("onnxruntime,tensorflow")
+
+
+def test_not_onnx(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x00 this is not a protobuf \xff" * 10)
+    with pytest.raises(SparsebiasError, match="not a valid ONNX model"):
+        open_model(bad)
+
+
+def test_fixed_batch_that_does_not_match(dense_bundle, tmp_path):
+    model = onnx.load(str(dense_bundle.file("model.onnx")))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(model, str(fixed))
+    source = open_model(fixed)
+    load_engine("onnxruntime", source, 1)
+    with pytest.raises(SparsebiasError, match="fixed batch of 1, cannot run batch 16"):
+        load_engine("onnxruntime", source, 16)
+
+
+def test_batch_size_zero(dense_bundle):
+    with pytest.raises(SparsebiasError, match="at least 1"):
+        load_engine("onnxruntime", open_model(dense_bundle.path), 0)
