@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsebias.bundle import load_bundle
-from sparsebias.metrics import accuracy_score, roc_auc_score
+from sparsebias.metrics import accuracy_score, decisions, roc_auc_score
 
 
 def describe(path: Path) -> dict:
@@ -35,7 +35,7 @@ def describe(path: Path) -> dict:
         "test_majority_accuracy": float(majority.mean()),
         "test_attributes_auc_below_0.75": [a for a, v in zip(m["attributes"], auc) if v < 0.75],
         "test_auc_per_attribute": dict(zip(m["attributes"], map(float, auc))),
-        "test_accuracy_per_attribute": dict(zip(m["attributes"], map(float, accuracy_score(y, test["logits"])))),
+        "test_accuracy_per_attribute": dict(zip(m["attributes"], map(float, accuracy_score(y, decisions(test["logits"]))))),
         "best_epoch": m["training"]["best_epoch"], "epochs": m["training"]["epochs"],
         "seconds": m["training"]["seconds"], "threads": m["training"]["threads"],
         "versions": m["training"]["versions"], "data": m["data"],

@@ -131,3 +131,23 @@ def load_bundle(path) -> Bundle:
         if required not in manifest and required not in manifest["files"]:
             raise SparsebiasError(f"{manifest_path}: missing {required!r}")
     return Bundle(path, manifest)
+
+
+def update_bundle(bundle: Bundle, files: dict[str, bytes], manifest: dict) -> Bundle:
+    """A new version of the bundle with `files` added or replaced and `manifest` keys set; atomic.
+
+    Unchanged files are hard-linked (copied where links are not supported), so adding a
+    small mitigation file to a large model costs little.
+    """
+    with BundleWriter(bundle.path) as writer:
+        for name in bundle.manifest["files"]:
+            if name not in files:
+                target = writer.file(name)
+                try:
+                    os.link(bundle.path / name, target)
+                except OSError:
+                    shutil.copy2(bundle.path / name, target)
+        for name, data in files.items():
+            writer.file(name).write_bytes(data)
+        kept = {k: v for k, v in bundle.manifest.items() if k not in ("schema_version", "files")}
+        return writer.commit({**kept, **manifest})

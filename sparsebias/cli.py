@@ -57,8 +57,7 @@ def compress(recipe, data, attributes, overrides, from_path, name, out_dir, seed
     from .compress import compress as run
     from .recipes import parse_overrides
 
-    names = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
-    bundle = run(recipe, data=data, attributes=names, overrides=parse_overrides(overrides), name=name,
+    bundle = run(recipe, data=data, attributes=_names(attributes), overrides=parse_overrides(overrides), name=name,
                  out_dir=out_dir, from_path=from_path, seed=seed, resume=resume, echo=click.echo)
     click.echo(_summary(bundle))
 
@@ -163,6 +162,148 @@ def predict(bundle, paths, engine, batch_size, cores, out_file):
     if result.unreadable:
         click.echo(f"error: {len(result.unreadable)} image(s) could not be read", err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.argument("bundle", required=False, type=click.Path(file_okay=False))
+@click.option("--reference", default=None, type=click.Path(), help="The dense reference bundle.")
+@click.option("--split", default="test", show_default=True, help="Split to audit (val or test).")
+@click.option("--identity", "identities", default=None,
+              help="Comma-separated identity attributes (default: Male,Young,Chubby,Pale_Skin).")
+@click.option("--intersect", default=None, help="Two identities whose intersection forms the groups for the "
+              "FairGRAPE group metrics (default: the first two).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Files mode: eval labels (CSV/Parquet, id + columns).")
+@click.option("--logits", type=click.Path(dir_okay=False), help="Files mode: the model's eval logits.")
+@click.option("--reference-logits", type=click.Path(dir_okay=False), help="Files mode: the reference's eval logits.")
+@click.option("--train-labels", type=click.Path(dir_okay=False), help="Files mode: training labels (BA direction, TCB).")
+@click.option("--val-labels", type=click.Path(dir_okay=False), help="Files mode, optional: validation labels.")
+@click.option("--val-logits", type=click.Path(dir_okay=False), help="Files mode, optional: the model's val logits.")
+@click.option("--val-reference-logits", type=click.Path(dir_okay=False),
+              help="Files mode, optional: the reference's val logits.")
+@click.option("--out", "out_dir", default="audit-report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for report.json, report.md, report.html and the plots.")
+def audit(bundle, reference, split, identities, intersect, labels, logits, reference_logits, train_labels,
+          val_labels, val_logits, val_reference_logits, out_dir):
+    """Audit a compressed model against its dense reference for bias.
+
+    Either two bundles, or files of labels and logits from any model (files mode).
+
+    \b
+    Example:
+      sparsebias audit exported/resnet18_99 --reference exported/resnet18_dense --out audit/r18_99
+      sparsebias audit --labels test.csv --logits pruned.csv --reference-logits dense.csv \\
+                       --train-labels train.csv --out audit/mine
+    """
+    from .audit import audit as run, inputs_from_bundles, inputs_from_files
+    from .report.audit import summary_lines, write_audit_report
+
+    names = _names(identities)
+    pair = _names(intersect)
+    files = dict(labels=labels, logits=logits, reference_logits=reference_logits, train_labels=train_labels)
+    if bundle:
+        if not reference:
+            raise SparsebiasError("--reference: the dense bundle to audit against is required")
+        if any(files.values()):
+            raise SparsebiasError("give either a bundle or --labels/--logits files, not both")
+        inputs = inputs_from_bundles(bundle, reference, split=split, identities=names, intersect=pair)
+    else:
+        missing = [f"--{k.replace('_', '-')}" for k, v in files.items() if not v]
+        if missing:
+            raise SparsebiasError(f"give a bundle, or files: missing {', '.join(missing)}")
+        inputs = inputs_from_files(**files, val_labels=val_labels, val_logits=val_logits,
+                                   val_reference_logits=val_reference_logits, identities=names, intersect=pair,
+                                   split=split)
+    report = run(inputs)
+    written = write_audit_report(report, out_dir)
+    click.echo("\n".join(summary_lines(report)))
+    click.echo(f"wrote {len(written)} files to {out_dir}/ (report.md, report.html, report.json)")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--split", default="val", show_default=True, help="Split whose logits set the thresholds.")
+def calibrate(bundle, split):
+    """Set per-attribute thresholds on the validation split and store them in the bundle.
+
+    Each threshold makes the predicted-positive count on validation equal the true one.
+
+    \b
+    Example:
+      sparsebias calibrate exported/resnet18_99
+    """
+    from .metrics import sigmoid
+    from .mitigate.thresholds import calibrate_bundle
+
+    updated, thresholds = calibrate_bundle(bundle, split)
+    for name, t in zip(updated.attributes, thresholds):
+        click.echo(f"  {name:24s} p > {float(sigmoid(t)):.4f}")
+    click.echo(f"stored {len(thresholds)} thresholds in {updated.path}/thresholds.json")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--reference", required=True, type=click.Path(), help="The dense bundle that ranks samples.")
+@click.option("--budget", default=0.05, show_default=True, type=click.FloatRange(min=0, max=1, min_open=True),
+              help="Share of eval samples overridden per attribute.")
+@click.option("--label", type=click.Choice(["true", "dense"]), default="true", show_default=True,
+              help="Override with the true label (a human review) or the dense model's.")
+@click.option("--split", default="test", show_default=True, help="Split the table is built on.")
+@click.option("--identity", "identities", default=None, help="Identities whose dense BA selects attributes.")
+@click.option("--data", default=None, help="Data set to hash images from (default: the bundle's).")
+def overrides(bundle, reference, budget, label, split, identities, data):
+    """Build the uncertainty-ranked override table from the dense model and store it in the bundle.
+
+    \b
+    Example:
+      sparsebias overrides exported/resnet18_99 --reference exported/resnet18_dense --budget 0.05 --label true
+    """
+    from .mitigate.overrides import add_overrides_to_bundle
+
+    updated, table = add_overrides_to_bundle(bundle, reference, budget=budget, label=label, split=split,
+                                             identities=_names(identities), data=data, echo=click.echo)
+    covered = updated.manifest["mitigations"]["overrides"]["attributes"]
+    click.echo(f"{len(table)} override(s) for {len(covered)} attribute(s) with positive dense BA: "
+               + ", ".join(covered))
+    click.echo(f"stored in {updated.path}/overrides.csv")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--policy", required=True, type=click.Path(dir_okay=False), help="Gate policy (YAML).")
+@click.option("--reference", default=None, type=click.Path(), help="Dense bundle (default: the policy's).")
+def gate(bundle, policy, reference):
+    """Pass or fail a release: exit 0 when every rule holds, 1 when one fails, 2 on an error.
+
+    \b
+    Example (a CI step):
+      sparsebias gate exported/resnet18_99 --policy policies/release.yaml
+    """
+    from .audit import audit as run, inputs_from_bundles
+    from .gate import evaluate, load_policy
+    from .report.files import markdown_table
+
+    rules = load_policy(policy)
+    reference = reference or rules.reference
+    if not reference:
+        raise SparsebiasError(f"no reference: give --reference or set 'reference:' in {policy}")
+    report = run(inputs_from_bundles(bundle, reference, split=rules.split, identities=rules.identities))
+    outcomes = evaluate(report, rules)
+    rows = [[o.rule.describe(), o.identity or "-", _num(o.value), _num(o.reference) if o.reference is not None
+             and o.value is not None else "-", "pass" if o.passed else "FAIL",
+             ", ".join(o.breaking[:6]) + (" ..." if len(o.breaking) > 6 else "")] for o in outcomes]
+    click.echo(markdown_table(["rule", "identity", "value", "reference", "result", "attributes over the limit"], rows))
+    failed = [o for o in outcomes if not o.passed]
+    views = "as deployed (bundle mitigations applied)" if rules.mitigations else "at p > 0.5"
+    click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} checks pass; models judged {views}")
+    sys.exit(1 if failed else 0)
+
+
+def _num(x):
+    return "undefined" if x is None else f"{x:.4f}"
+
+
+def _names(text):
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
 def _int_list(text: str, option: str) -> list[int]:

@@ -1,8 +1,9 @@
 """`predict`: images on disk -> per-attribute probabilities and decisions, through an engine.
 
 Images are prepared as the bundle's manifest says (shorter side resized, centre crop,
-scaled and standardised). An image that cannot be read is reported and skipped; the
-rest are still predicted.
+scaled and standardised). Decisions use the bundle's calibrated thresholds when it has
+them (else p > 0.5), then its override table, matched by the image file's sha256. An
+image that cannot be read is reported and skipped; the rest are still predicted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import numpy as np
 
 from .engines import load_engine, open_model
 from .errors import SparsebiasError
+from .metrics import decisions, sigmoid
+from .mitigate.overrides import read_overrides
+from .mitigate.thresholds import read_thresholds
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -29,6 +33,7 @@ class Predictions:
     probabilities: np.ndarray = None                      # (n, attributes)
     decisions: np.ndarray = None                          # (n, attributes) of 0/1
     decided_by: str = "threshold 0.5"
+    overridden: list[list[str]] = field(default_factory=list)   # per image, attributes set by the override table
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
 
@@ -75,17 +80,26 @@ def predict(bundle_path, paths, *, engine: str = "deepsparse", batch_size: int =
         if progress:
             progress(min(start + batch_size, len(files)), len(files))
     logits = np.concatenate(logits) if logits else np.zeros((0, len(result.attributes)), np.float32)
-    result.probabilities = 1 / (1 + np.exp(-logits.astype(np.float64)))
-    result.decisions = (logits > 0).astype(np.int8)
+    result.probabilities = sigmoid(logits)
+    thresholds, overrides = read_thresholds(model.bundle), read_overrides(model.bundle)
+    result.decisions = decisions(logits, 0.0 if thresholds is None else thresholds)
+    if overrides is not None:
+        overridden = overrides.apply(result.decisions, result.sha256, result.attributes, by="sha256")
+        result.overridden = [[a for a, changed in zip(result.attributes, row) if changed]
+                             for row in overridden != result.decisions]
+        result.decisions = overridden
+    result.decided_by = (("calibrated thresholds" if thresholds is not None else "threshold 0.5")
+                         + (f" and {len(overrides)} override(s)" if overrides is not None else ""))
     return result
 
 
 def predictions_csv(result: Predictions) -> str:
-    """One row per image: path, sha256, then p_<attribute> and <attribute> (0/1) for each attribute."""
+    """One row per image: path, sha256, p_<attribute> and <attribute> (0/1) for each attribute, overridden."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "sha256", *(f"p_{a}" for a in result.attributes), *result.attributes])
+    writer.writerow(["path", "sha256", *(f"p_{a}" for a in result.attributes), *result.attributes, "overridden"])
     for i, path in enumerate(result.paths):
         writer.writerow([str(path), result.sha256[i], *(f"{p:.6f}" for p in result.probabilities[i]),
-                         *(int(d) for d in result.decisions[i])])
+                         *(int(d) for d in result.decisions[i]),
+                         ";".join(result.overridden[i]) if result.overridden else ""])
     return out.getvalue()

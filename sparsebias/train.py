@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.images import FaceImages, normalize
-from .metrics import accuracy_score, roc_auc_score
+from .metrics import accuracy_score, decisions, roc_auc_score
 from .models import sparsity_report
 from .recipes import Recipe
 from .sparseml_patch import quiet_loggers
@@ -47,7 +47,7 @@ def predict_logits(model: nn.Module, dataset: FaceImages, batch_size: int = EVAL
 def validation_score(labels: np.ndarray, logits: np.ndarray) -> dict:
     """Mean accuracy and mean AUC over attributes (attributes with one class skipped for AUC)."""
     auc = roc_auc_score(labels, logits)
-    return {"accuracy": float(accuracy_score(labels, logits).mean()),
+    return {"accuracy": float(accuracy_score(labels, decisions(logits)).mean()),
             "auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")}
 
 

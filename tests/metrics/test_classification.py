@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import accuracy_score as sk_accuracy
 from sklearn.metrics import roc_auc_score as sk_auc
 
-from sparsebias.metrics import accuracy_score, roc_auc_score
+from sparsebias.metrics import accuracy_score, decisions, roc_auc_score
 
 
 def test_against_scikit_learn():
@@ -13,13 +13,13 @@ def test_against_scikit_learn():
     z[:, 2] = np.round(z[:, 2])  # ties
     for j in range(5):
         assert roc_auc_score(y, z)[j] == pytest.approx(sk_auc(y[:, j], z[:, j]), abs=1e-12)
-        assert accuracy_score(y, z)[j] == pytest.approx(sk_accuracy(y[:, j], z[:, j] > 0))
+        assert accuracy_score(y, decisions(z))[j] == pytest.approx(sk_accuracy(y[:, j], z[:, j] > 0))
 
 
 def test_hand_computed_and_degenerate():
     assert roc_auc_score([0, 1], [0.5, 0.5]).tolist() == [0.5]
     assert np.isnan(roc_auc_score([1, 1, 1], [0.1, 0.2, 0.3])[0])
-    assert accuracy_score([[1], [0]], [[0.5], [0.7]], threshold=0.6).tolist() == [0.0]
+    assert accuracy_score([[1], [0]], decisions([[0.5], [0.7]], 0.6)).tolist() == [0.0]
 
 
 def test_invariant_to_sample_order():

@@ -1,0 +1,1 @@
+"""Mitigations bundled with a model: calibrated thresholds and an override table."""
