@@ -159,13 +159,16 @@ def _pairwise(a: AuditInputs, compressed: np.ndarray, reference: np.ndarray) -> 
 def _groups(a: AuditInputs, compressed: np.ndarray, reference: np.ndarray) -> dict | None:
     if len(a.intersect) < 2:
         return None
-    groups = intersectional_groups(**{i: a.identities[i] for i in a.intersect})
+    names, codes = np.unique(intersectional_groups(**{i: a.identities[i] for i in a.intersect}),
+                             return_inverse=True)  # integer codes: comparing strings per attribute is slow
     out = {}
     for j, name in enumerate(a.attributes):
-        m = group_metrics(a.labels[:, j], compressed[:, j], groups, scores=a.model.logits[:, j],
+        m = group_metrics(a.labels[:, j], compressed[:, j], codes, scores=a.model.logits[:, j],
                           reference_pred=reference[:, j], reference_scores=a.reference.logits[:, j])
+        for key in ("group_accuracy", "group_ap"):
+            m[key] = {str(names[code]): v for code, v in m[key].items()}
         out[name] = _plain(m)
-    return {"by": list(a.intersect), "groups": sorted(set(groups.tolist())), "attributes": out}
+    return {"by": list(a.intersect), "groups": names.tolist(), "attributes": out}
 
 
 def _summary(metrics: dict, a: AuditInputs) -> dict:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-TINY_DATA = "synthfaces:train=96,val=48,test=48,size=32"
+TINY_DATA = "synthfaces:train=96,val=48,test=400,size=32"  # a test split big enough for BA
 # Run settings that make any recipe a seconds-long run on TINY_DATA.
 TINY_SETTINGS = ["image_size=32", "batch_size=32"]
 

@@ -61,7 +61,7 @@ def average_precision_score(y_true, scores) -> np.ndarray:
         n_pos = int(y[:, j].sum())
         if not n_pos:
             continue
-        order = np.argsort(-s[:, j], kind="mergesort")
+        order = np.argsort(-s[:, j])  # ties are grouped below, so no stable sort is needed
         hits = np.cumsum(y[order, j])
         last_of_tie = np.r_[s[order, j][1:] != s[order, j][:-1], True]
         tp, seen = hits[last_of_tie], np.flatnonzero(last_of_tie) + 1
@@ -71,7 +71,7 @@ def average_precision_score(y_true, scores) -> np.ndarray:
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
+    order = np.argsort(x)
     sorted_x = x[order]
     first = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
     group = np.cumsum(first) - 1

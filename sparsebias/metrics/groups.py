@@ -48,24 +48,25 @@ def macro_average_precision(y_true, scores, classes) -> float:
 
 def group_metrics(y_true, y_pred, groups, *, scores=None, reference_pred=None, reference_scores=None) -> dict:
     """Every FairGRAPE metric for one model, with the Std(d...) terms when a reference is given."""
-    y, yhat, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
+    y, yhat = np.asarray(y_true), np.asarray(y_pred)
     classes = np.unique(np.r_[y, yhat])
-    names = list(np.unique(groups))
+    names, codes = np.unique(np.asarray(groups), return_inverse=True)
+    members = {g.item() if hasattr(g, "item") else g: codes == i for i, g in enumerate(names)}
     fnr, fpr = macro_error_rates(y, yhat, classes)
-    acc = {g: float(np.mean(yhat[groups == g] == y[groups == g])) for g in names}
+    acc = {g: float(np.mean(yhat[m] == y[m])) for g, m in members.items()}
     out = {"accuracy": float(np.mean(yhat == y)), "fnr": fnr, "fpr": fpr, "group_accuracy": acc,
            "std_acc": _sample_std(acc.values())}
     if reference_pred is not None:
         ref = np.asarray(reference_pred)
-        out["std_dacc"] = _sample_std(acc[g] - np.mean(ref[groups == g] == y[groups == g]) for g in names)
+        out["std_dacc"] = _sample_std(acc[g] - np.mean(ref[m] == y[m]) for g, m in members.items())
     if scores is not None:
         s = np.asarray(scores)
-        ap = {g: macro_average_precision(y[groups == g], s[groups == g], classes) for g in names}
+        ap = {g: macro_average_precision(y[m], s[m], classes) for g, m in members.items()}
         out["group_ap"], out["std_ap"] = ap, _sample_std(ap.values())
         if reference_scores is not None:
             r = np.asarray(reference_scores)
-            out["std_dap"] = _sample_std(
-                ap[g] - macro_average_precision(y[groups == g], r[groups == g], classes) for g in names)
+            out["std_dap"] = _sample_std(ap[g] - macro_average_precision(y[m], r[m], classes)
+                                         for g, m in members.items())
     return out
 
 
