@@ -224,7 +224,6 @@ class TorchEngine(Engine):
         from .models import build_model
 
         manifest = model.bundle.manifest
-        torch.set_num_threads(self.num_cores)
         self._torch = torch
         self._model = build_model(manifest["architecture"], len(manifest["attributes"]))
         self._model.load_state_dict(state_dict_from(model.bundle.file("model.pt")))
@@ -237,8 +236,14 @@ class TorchEngine(Engine):
         return None
 
     def run_batch(self, batch):
-        with self._torch.inference_mode():
-            return self._model(self._torch.from_numpy(batch)).numpy()
+        torch = self._torch
+        threads = torch.get_num_threads()  # torch's thread count is process-wide: restore it after
+        torch.set_num_threads(self.num_cores)
+        try:
+            with torch.inference_mode():
+                return self._model(torch.from_numpy(batch)).numpy()
+        finally:
+            torch.set_num_threads(threads)
 
     def describe(self):
         return {"engine": self.name, "version": f"torch {self._torch.__version__}", "device": "cpu",
