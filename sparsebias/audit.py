@@ -216,15 +216,19 @@ def inputs_from_bundles(bundle_path, reference_path, split: str = "test", identi
                               "audit models on the same data set and split")
     label_names = list(bundle.manifest["label_names"])
     identities = list(identities or bundle.manifest["identities"])
-    _check_identities(identities, label_names, f"{bundle.path}")
-    train = bundle.split("train")["labels"]
+    train = bundle.split("train")
+    _check_identities(identities, label_names + (["backdoor"] if "backdoor" in ev else []), f"{bundle.path}")
     cols = [label_names.index(x) for x in attributes]
     ref_cols = [reference.attributes.index(x) for x in attributes]
+
+    def identity(split, name):  # a label column, or the backdoor flag of a backdoored data set (Section 3.4)
+        return split["backdoor"].astype(np.int8) if name == "backdoor" else split["labels"][:, label_names.index(name)]
+
     return AuditInputs(
         attributes=attributes, ids=ev["ids"], labels=ev["labels"][:, cols],
-        identities={i: ev["labels"][:, label_names.index(i)] for i in identities},
-        train_positive_rate=train[:, cols].mean(axis=0),
-        train_rates={i: training_rates(train[:, cols], train[:, label_names.index(i)]) for i in identities},
+        identities={i: identity(ev, i) for i in identities},
+        train_positive_rate=train["labels"][:, cols].mean(axis=0),
+        train_rates={i: training_rates(train["labels"][:, cols], identity(train, i)) for i in identities},
         model=_bundle_outputs(bundle, ev["logits"], slice(None)),
         reference=_bundle_outputs(reference, ev_ref["logits"], ref_cols),
         split=split, intersect=_intersect(intersect, identities))

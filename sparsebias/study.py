@@ -1,0 +1,216 @@
+"""The study over a finished sweep: every run audited against the dense run of its seed,
+then aggregated by sparsity as the CVPR 2023 paper reports it (Tables 1 and J.1,
+Figures 2, 5 and 6), with CIEs across seeds and the effect of overrides.
+
+Per-run audit reports are kept in OUT/audits/ so every number of the study can be
+traced back to them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audit import audit, inputs_from_bundles
+from .bundle import load_bundle
+from .errors import SparsebiasError
+from .metrics import bias_amplification, compression_identified_exemplars, decisions, sigmoid
+from .metrics.calibration import UNCERTAIN_BAND
+from .mitigate.overrides import build_override_table
+from .report.files import write_json
+from .sweep import Job, read_plan
+
+OVERRIDE_BUDGETS = (0.05, 0.10)
+DENSE_SPARSITY = 0.01   # a run below this overall sparsity is the dense reference of its seed
+
+
+@dataclass
+class Run:
+    job: Job
+    bundle: object
+    level: str        # "dense", "80", "99_5", "nm_2_4", ...
+    task: str         # "joint" or the single attribute
+
+
+def level_of(recipe: str) -> str:
+    """resnet18_99_5 -> '99_5'; resnet18_dense -> 'dense'; resnet18_pt_95 -> 'pt_95'."""
+    stem = Path(recipe).stem
+    match = re.match(r"^[a-z]+\d*(?:_v\d)?_(.+)$", stem)
+    return match.group(1) if match else stem
+
+
+def collect_runs(out) -> list[Run]:
+    out = Path(out)
+    runs = []
+    for job in read_plan(out):
+        path = out / "bundles" / job.name
+        if not (path / "manifest.json").is_file():
+            continue
+        runs.append(Run(job, load_bundle(path), level_of(job.recipe), job.attributes[0] if job.attributes else "joint"))
+    if not runs:
+        raise SparsebiasError(f"no finished runs in {out}/bundles")
+    return runs
+
+
+def run_study(out, identities=None, speed: bool = True, echo=print) -> dict:
+    """Audit every run, aggregate by task and sparsity, and return the study (plain data)."""
+    out = Path(out)
+    runs = collect_runs(out)
+    dense = {(r.task, r.job.seed): r for r in runs if r.bundle.manifest["sparsity"]["overall"] < DENSE_SPARSITY}
+    per_run = []
+    for r in runs:
+        ref = dense.get((r.task, r.job.seed))
+        if ref is None:
+            echo(f"skipped {r.job.name}: no dense run of task {r.task} with seed {r.job.seed}")
+            continue
+        inputs = inputs_from_bundles(r.bundle.path, ref.bundle.path, identities=identities)
+        report = audit(inputs)
+        write_json(out / "audits" / f"{r.job.name}.json", report)
+        per_run.append({"name": r.job.name, "task": r.task, "level": r.level, "seed": r.job.seed,
+                        "sparsity": r.bundle.manifest["sparsity"]["overall"], "flops": r.bundle.manifest["flops"],
+                        **_run_summary(report, inputs)})
+    if not per_run:
+        raise SparsebiasError(f"nothing to study in {out}: no run has a dense run of the same task and seed")
+    tasks = sorted({p["task"] for p in per_run}, key=lambda t: (t != "joint", t))
+    return {"out": str(out), "runs": per_run, "tasks": tasks, "identities": per_run[0]["identities"],
+            "levels": {t: _levels(per_run, t) for t in tasks},
+            "cie": {t: _cies(runs, dense, t) for t in tasks},
+            "throughput": _throughput(runs, echo) if speed else []}
+
+
+def _throughput(runs, echo, batch_size: int = 64, seconds: float = 3.0) -> list[dict]:
+    """items/s per level (first seed, joint task) on DeepSparse and onnxruntime, measured in one run."""
+    from .bench import measure
+    from .engines import EngineUnavailable, load_engine, open_model
+
+    out = []
+    for r in sorted((r for r in runs if r.task == runs[0].task and r.job.seed == min(x.job.seed for x in runs)),
+                    key=lambda r: r.bundle.manifest["sparsity"]["overall"]):
+        entry = {"level": r.level}
+        for engine in ("deepsparse", "onnxruntime"):
+            try:
+                timing = measure(load_engine(engine, open_model(r.bundle.path), batch_size), 1.0, seconds)
+                entry[engine] = timing["items_per_second"]
+            except EngineUnavailable as e:
+                echo(f"no {engine} timing: {e}")
+        out.append(entry)
+    return out
+
+
+def _run_summary(report: dict, inputs) -> dict:
+    """Means over attributes of every metric; BA per identity in every view, and after overrides."""
+    comp = report["metrics"]["compressed"]
+    views = comp["views"]
+    out = {"identities": list(inputs.identities),
+           "accuracy": _mean(views["default"]["accuracy"]), "auc": _mean(comp["auc"]), "ece": _mean(comp["ece"]),
+           "uncertainty": _mean(comp["uncertainty"]), "tcb": _mean(views["default"]["tcb"]),
+           "interdependence": _mean(views["default"]["interdependence"]),
+           "ba": {i: _mean_ba(views["default"]["ba"][i]) for i in inputs.identities},
+           "ba_calibrated": {i: _mean_ba(views["calibrated"]["ba"][i]) for i in inputs.identities},
+           "per_attribute": {m: views["default"][m] if m in views["default"] else comp[m]
+                             for m in ("tcb", "ece", "interdependence", "uncertainty", "accuracy")},
+           "ba_per_attribute": {i: {a: v["value"] for a, v in views["default"]["ba"][i].items()}
+                                for i in inputs.identities}}
+    out["ba_overrides"] = _override_effect(inputs)
+    return out
+
+
+def _override_effect(inputs) -> dict:
+    """Mean BA per identity after overriding the top 5% / 10% dense-uncertain samples (true or dense labels).
+
+    As the paper's Appendix B: overrides for an attribute and identity only where the dense
+    model's BA is positive for that pair; other attributes keep their BA.
+    """
+    yhat, dense_yhat = decisions(inputs.model.logits), decisions(inputs.reference.logits)
+    out = {}
+    for identity, column in inputs.identities.items():
+        r1, r0 = inputs.train_rates[identity]
+        same = [a == identity for a in inputs.attributes]
+        dense_ba, _ = bias_amplification(inputs.labels, dense_yhat, column, r1=r1, r0=r0, is_identity=same)
+        eligible = np.nan_to_num(dense_ba) > 0
+        for budget in OVERRIDE_BUDGETS:
+            for label in ("true", "dense"):
+                table = build_override_table(inputs.ids, inputs.ids, inputs.labels, inputs.reference.logits,
+                                             eligible, inputs.attributes, budget, label)
+                fixed = table.apply(yhat, inputs.ids, inputs.attributes)
+                ba, reasons = bias_amplification(inputs.labels, fixed, column, r1=r1, r0=r0, is_identity=same)
+                out.setdefault(identity, {})[f"{int(budget * 100)}% {label}"] = float(np.nanmean(ba)) \
+                    if np.isfinite(ba).any() else None
+    return out
+
+
+def _levels(per_run, task) -> list[dict]:
+    """Mean and standard deviation over seeds of each run summary, per sparsity level, in sparsity order."""
+    rows = [p for p in per_run if p["task"] == task]
+    levels = sorted({p["level"] for p in rows}, key=lambda lv: np.mean([p["sparsity"] for p in rows
+                                                                         if p["level"] == lv]))
+    out = []
+    for level in levels:
+        group = [p for p in rows if p["level"] == level]
+        entry = {"level": level, "seeds": len(group), "sparsity": float(np.mean([p["sparsity"] for p in group])),
+                 "flops": group[0]["flops"]["sparse_flops"], "dense_flops": group[0]["flops"]["dense_flops"]}
+        for metric in ("accuracy", "auc", "ece", "interdependence", "tcb", "uncertainty"):
+            entry[metric] = _mean_std([p[metric] for p in group])
+        for key in ("ba", "ba_calibrated"):
+            entry[key] = {i: _mean_std([p[key][i] for p in group]) for i in group[0][key]}
+        entry["ba_overrides"] = {i: {k: _mean_std([p["ba_overrides"][i][k] for p in group])
+                                     for k in group[0]["ba_overrides"][i]} for i in group[0]["ba_overrides"]}
+        entry["per_attribute"] = {m: _attribute_means([p["per_attribute"][m] for p in group])
+                                  for m in group[0]["per_attribute"]}
+        entry["ba_per_attribute"] = {i: _attribute_means([p["ba_per_attribute"][i] for p in group])
+                                     for i in group[0]["ba_per_attribute"]}
+        out.append(entry)
+    return out
+
+
+def _cies(runs, dense, task) -> list[dict]:
+    """CIEs across seeds per level: share of sample-attributes, and how many the dense model was unsure of."""
+    dense_runs = [r for (t, _), r in sorted(dense.items()) if t == task]
+    if not dense_runs:
+        return []
+    dense_logits = np.stack([r.bundle.split("test")["logits"] for r in dense_runs])
+    dense_p = sigmoid(dense_logits).mean(axis=0)
+    unsure = (dense_p > UNCERTAIN_BAND[0]) & (dense_p < UNCERTAIN_BAND[1])
+    out = []
+    for level in sorted({r.level for r in runs if r.task == task}):
+        comp = [r for r in runs if r.task == task and r.level == level]
+        if any(r.bundle.manifest["sparsity"]["overall"] < DENSE_SPARSITY for r in comp):
+            continue
+        comp_logits = np.stack([r.bundle.split("test")["logits"] for r in comp])
+        cie = compression_identified_exemplars(decisions_3d(dense_logits), decisions_3d(comp_logits))
+        out.append({"level": level, "dense_runs": len(dense_runs), "compressed_runs": len(comp),
+                    "cie_share": float(cie.mean()), "cie_count": int(cie.sum()),
+                    "dense_uncertain_among_cies": float(unsure[cie].mean()) if cie.any() else None,
+                    "dense_uncertain_overall": float(unsure.mean())})
+    return out
+
+
+def decisions_3d(logits: np.ndarray) -> np.ndarray:
+    return np.stack([decisions(z) for z in logits])
+
+
+def _mean(values: dict):
+    defined = [v for v in values.values() if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def _mean_ba(per_attribute: dict):
+    return _mean({a: v["value"] for a, v in per_attribute.items()})
+
+
+def _mean_std(values):
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return {"mean": None, "std": None}
+    return {"mean": float(np.mean(defined)), "std": float(np.std(defined, ddof=1)) if len(defined) > 1 else 0.0}
+
+
+def _attribute_means(dicts) -> dict:
+    out = {}
+    for a in dicts[0]:
+        defined = [d[a] for d in dicts if d[a] is not None]
+        out[a] = float(np.mean(defined)) if defined else None
+    return out

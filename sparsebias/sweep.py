@@ -1,0 +1,232 @@
+"""`sweep`: many `compress` runs (recipes x seeds x training tasks), restartable, in parallel.
+
+    OUT/bundles/NAME-sSEED[-ATTRIBUTE]/   one bundle per finished run
+    OUT/bundles/.work/...                 an interrupted run (resumed on the next sweep)
+    OUT/logs/NAME.log                     each run's own output
+    OUT/sweep.json                        the plan: recipes, seeds, tasks, profile, data
+
+A finished run (a bundle that loads) is skipped, an interrupted one resumed from its
+last completed epoch, so running the same sweep again continues where it stopped.
+Runs go to a local process pool (`jobs`) or, with `ray_address`, one Ray task each on
+an existing cluster; then `study.py` audits them together.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import SparsebiasError
+
+# --quick: the whole ladder with 2 seeds in under an hour on 2 cores. Keys a recipe does
+# not define (a dense recipe has no pruning schedule) are left out for that recipe.
+QUICK = {"data": "synthfaces:train=1500,val=500,test=1000", "num_epochs": 5,
+         "pruning_start_epoch": 0.5, "pruning_end_epoch": 3}
+RUN_SETTINGS = {"data", "num_epochs", "image_size", "batch_size", "arch", "optimizer", "init_lr", "momentum",
+                "weight_decay"}
+
+
+@dataclass(frozen=True)
+class Job:
+    recipe: str
+    seed: int
+    name: str
+    overrides: dict = field(default_factory=dict)
+    attributes: tuple[str, ...] | None = None    # None: joint training on every attribute
+    start_from: str | None = None                # GMP-PT: the run whose bundle this one starts from
+
+
+def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = False, data: str | None = None,
+         overrides: dict | None = None, from_dense: bool = False) -> list[Job]:
+    """Jobs for every recipe x seed, jointly trained and/or once per single attribute.
+
+    With `from_dense`, pruning recipes start from the dense run of the same seed and task
+    (GMP-PT); the sweep then needs exactly one dense recipe.
+    """
+    from .recipes import load_recipe
+
+    paths = _expand(recipes)
+    if seeds < 1:
+        raise SparsebiasError(f"--seeds must be at least 1, got {seeds}")
+    if not joint and not single:
+        raise SparsebiasError("nothing to run: joint training is off and no single attribute is given")
+    recipes = {path: load_recipe(path) for path in paths}
+    dense = [path for path, r in recipes.items() if not r.pruning_modifiers]
+    if from_dense and len(dense) != 1:
+        raise SparsebiasError(f"--from-dense needs exactly one dense recipe among the recipes, found {len(dense)}")
+    unused = [k for k in overrides or {} if k not in RUN_SETTINGS and not any(k in r.variables for r in recipes.values())]
+    if unused:
+        raise SparsebiasError(f"--set {unused[0]}: no recipe of the sweep has this variable")
+    overrides = {**(QUICK if quick else {}), **(overrides or {}), **({"data": data} if data else {})}
+    tasks = ([None] if joint else []) + [(a,) for a in single]
+    jobs = []
+    for path, recipe in recipes.items():
+        # a setting applies where the recipe has it: a dense recipe has no pruning schedule
+        settings = {k: v for k, v in overrides.items() if k in RUN_SETTINGS or k in recipe.variables}
+        for seed in range(seeds):
+            for task in tasks:
+                start = _name(dense[0], seed, task) if from_dense and path not in dense else None
+                jobs.append(Job(str(path.resolve()), seed, _name(path, seed, task), settings, task, start))
+    return sorted(jobs, key=lambda j: j.start_from is not None)  # the runs others start from go first
+
+
+def _name(path: Path, seed: int, task) -> str:
+    return f"{path.stem}-s{seed}" + (f"-{task[0]}" if task else "")
+
+
+def _expand(recipes) -> list[Path]:
+    paths = []
+    for pattern in recipes:
+        matches = sorted(glob.glob(str(pattern)))
+        if not matches:
+            raise SparsebiasError(f"no recipe matches {pattern!r}")
+        paths += [Path(m) for m in matches if Path(m).suffix in (".yaml", ".yml", ".md")]
+    return list(dict.fromkeys(paths))
+
+
+def state(job: Job, out: Path) -> str:
+    """'done' (a bundle that loads), 'interrupted' (work left to resume) or 'new'."""
+    from .bundle import load_bundle
+
+    bundle = out / "bundles" / job.name
+    if (bundle / "manifest.json").is_file():
+        try:
+            load_bundle(bundle)
+            return "done"
+        except SparsebiasError:
+            pass
+    return "interrupted" if (out / "bundles" / ".work" / job.name / "run.json").is_file() else "new"
+
+
+def run_job(job: Job, out: str, threads: int | None = None) -> str:
+    """One compress run, its output in OUT/logs/NAME.log; returns the bundle's path."""
+    import torch
+
+    from .compress import compress
+
+    out = Path(out)
+    if threads:
+        torch.set_num_threads(threads)
+    log_path = out / "logs" / f"{job.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    resume = state(job, out) == "interrupted"
+    with open(log_path, "a") as log:
+        def echo(*parts, **_):
+            print(*parts, file=log, flush=True)
+        start = out / "bundles" / job.start_from if job.start_from else None
+        bundle = compress(job.recipe, overrides=dict(job.overrides), attributes=list(job.attributes or []) or None,
+                          name=job.name, out_dir=out / "bundles", seed=job.seed, resume=resume, echo=echo,
+                          from_path=start)
+    return str(bundle.path)
+
+
+def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None = None, echo=print,
+              progress=None) -> list[str]:
+    """Run every job that is not done; returns the names of the runs that failed (logged)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_plan(jobs, out)
+    pending = [j for j in jobs if state(j, out) != "done"]
+    echo(f"{len(jobs)} run(s): {len(jobs) - len(pending)} done, "
+         f"{sum(state(j, out) == 'interrupted' for j in pending)} to resume, "
+         f"{sum(state(j, out) == 'new' for j in pending)} new")
+    if not pending:
+        return []
+    if ray_address:
+        return _run_on_ray(pending, out, ray_address, echo, progress)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    failed = []
+    if workers == 1:
+        for i, job in enumerate(pending):
+            if _runnable([job], failed, echo):
+                failed += _attempt(lambda: run_job(job, str(out)), job, out, echo)
+            if progress:
+                progress(i + 1, len(pending), job.name)
+        return failed
+    import multiprocessing
+
+    done = 0
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for phase in _phases(pending):  # GMP-PT runs wait for the dense runs they start from
+            futures = {pool.submit(run_job, job, str(out), threads): job for job in _runnable(phase, failed, echo)}
+            for future in as_completed(futures):
+                failed += _attempt(future.result, futures[future], out, echo)
+                done += 1
+                if progress:
+                    progress(done, len(pending), futures[future].name)
+    return failed
+
+
+def _runnable(jobs: list[Job], failed: list[str], echo) -> list[Job]:
+    """Jobs whose starting run did not fail; the others are counted as failed."""
+    out = []
+    for job in jobs:
+        if job.start_from in failed:
+            failed.append(job.name)
+            echo(f"skipped: {job.name}: the run it starts from, {job.start_from}, failed")
+        else:
+            out.append(job)
+    return out
+
+
+def _phases(jobs: list[Job]) -> list[list[Job]]:
+    first = [j for j in jobs if not j.start_from]
+    return [first, [j for j in jobs if j.start_from]] if len(first) < len(jobs) else [first]
+
+
+def _attempt(call, job, out, echo) -> list[str]:
+    try:
+        call()
+        echo(f"done: {job.name}")
+        return []
+    except SparsebiasError as e:
+        echo(f"failed: {job.name}: {e}")
+    except Exception as e:  # a crashed run is reported and the sweep goes on; its log has the rest
+        echo(f"failed: {job.name}: {type(e).__name__}: {e} (see {out / 'logs' / (job.name + '.log')})")
+    return [job.name]
+
+
+def _run_on_ray(pending, out, address, echo, progress) -> list[str]:
+    """One Ray task per run on an existing cluster; OUT must be on storage every node sees."""
+    try:
+        import ray
+    except ImportError:
+        raise SparsebiasError("--ray needs Ray: pip install 'sparsebias[ray]'") from None
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    except Exception as e:
+        raise SparsebiasError(f"cannot connect to the Ray cluster at {address}: {e}") from None
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=1)(run_job)
+    failed, done = [], 0
+    for phase in _phases(pending):  # GMP-PT runs wait for the dense runs they start from
+        refs = {task.remote(job, str(out.resolve())): job for job in _runnable(phase, failed, echo)}
+        echo(f"submitted {len(refs)} run(s) to Ray at {address}" + (" (1 GPU each)" if gpus else ""))
+        remaining = list(refs)
+        while remaining:
+            ready, remaining = ray.wait(remaining, num_returns=1)
+            job = refs[ready[0]]
+            failed += _attempt(lambda: ray.get(ready[0]), job, out, echo)
+            done += 1
+            if progress:
+                progress(done, len(pending), job.name)
+    return failed
+
+
+def _write_plan(jobs, out: Path) -> None:
+    from .report.files import write_json
+
+    write_json(out / "sweep.json", {"jobs": [asdict(j) for j in jobs]})
+
+
+def read_plan(out) -> list[Job]:
+    path = Path(out) / "sweep.json"
+    if not path.is_file():
+        raise SparsebiasError(f"no sweep in {out} (no sweep.json)")
+    jobs = json.loads(path.read_text())["jobs"]
+    return [Job(j["recipe"], j["seed"], j["name"], j["overrides"],
+                tuple(j["attributes"]) if j["attributes"] else None, j.get("start_from")) for j in jobs]

@@ -1,0 +1,156 @@
+"""`sweep`: planning, a tiny sweep end to end, restarting an interrupted one, and the Ray path."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY_DATA, TINY_SETTINGS
+from sparsebias.cli import main
+from sparsebias.errors import SparsebiasError
+from sparsebias.recipes import parse_overrides
+from sparsebias.study import level_of, run_study
+from sparsebias.sweep import QUICK, plan, read_plan, run_sweep, state
+
+TINY = parse_overrides([*TINY_SETTINGS, "num_epochs=2", "pruning_start_epoch=0", "pruning_end_epoch=1",
+                        f"data={TINY_DATA}"])
+
+
+def recipes(repo, *names):
+    return [str(repo / "recipes" / f"{n}.yaml") for n in names]
+
+
+def test_plan(repo):
+    jobs = plan(recipes(repo, "resnet18_dense", "resnet18_90"), 2, single=["Smiling"], quick=True)
+    assert [j.name for j in jobs] == ["resnet18_dense-s0", "resnet18_dense-s0-Smiling", "resnet18_dense-s1",
+                                      "resnet18_dense-s1-Smiling", "resnet18_90-s0", "resnet18_90-s0-Smiling",
+                                      "resnet18_90-s1", "resnet18_90-s1-Smiling"]
+    dense, sparse = jobs[0], jobs[4]
+    assert "pruning_end_epoch" not in dense.overrides and sparse.overrides["pruning_end_epoch"] == QUICK["pruning_end_epoch"]
+    assert dense.overrides["data"] == QUICK["data"] and jobs[1].attributes == ("Smiling",)
+    pt = plan(recipes(repo, "resnet18_pt_95", "resnet18_dense"), 1, from_dense=True)
+    assert [(j.name, j.start_from) for j in pt] == [("resnet18_dense-s0", None), ("resnet18_pt_95-s0", "resnet18_dense-s0")]
+    assert level_of("recipes/resnet18_99_5.yaml") == "99_5" and level_of("x/mobilenet_v2_dense.yaml") == "dense"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(recipes=["recipes/nope_*.yaml"]), "no recipe matches"),
+    (dict(from_dense=True), "exactly one dense recipe"),
+    (dict(overrides={"warp_speed": 9}), "no recipe of the sweep has this variable"),
+    (dict(joint=False), "nothing to run"),
+])
+def test_plan_errors(repo, kwargs, message):
+    kwargs.setdefault("recipes", recipes(repo, "resnet18_90", "resnet18_95"))
+    with pytest.raises(SparsebiasError, match=message):
+        plan(kwargs.pop("recipes"), 1, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory, repo):
+    out = tmp_path_factory.mktemp("sweep")
+    jobs = plan(recipes(repo, "resnet18_dense", "resnet18_90"), 2, overrides=TINY)
+    assert run_sweep(jobs, out, echo=lambda *a: None) == []
+    return out
+
+
+def test_sweep_runs_everything_once(tiny_sweep, repo):
+    jobs = read_plan(tiny_sweep)
+    assert all(state(j, tiny_sweep) == "done" for j in jobs)
+    messages = []
+    assert run_sweep(jobs, tiny_sweep, echo=messages.append) == []
+    assert messages == ["4 run(s): 4 done, 0 to resume, 0 new"]
+
+
+def test_study_is_built_from_the_per_run_audits(tiny_sweep):
+    study = run_study(tiny_sweep, speed=False, echo=lambda *a: None)
+    assert study["tasks"] == ["joint"] and [lv["level"] for lv in study["levels"]["joint"]] == ["dense", "90"]
+    level = study["levels"]["joint"][1]
+    audits = [json.loads((tiny_sweep / "audits" / f"resnet18_90-s{s}.json").read_text()) for s in (0, 1)]
+    per_seed = [np.mean([v for v in a["metrics"]["compressed"]["views"]["default"]["accuracy"].values()])
+                for a in audits]
+    assert level["accuracy"]["mean"] == pytest.approx(np.mean(per_seed))
+    assert level["accuracy"]["std"] == pytest.approx(np.std(per_seed, ddof=1))
+    male = [np.mean([v["value"] for v in a["metrics"]["compressed"]["views"]["default"]["ba"]["Male"].values()
+                     if v["value"] is not None]) for a in audits]
+    assert level["ba"]["Male"]["mean"] == pytest.approx(np.mean(male))
+    dense_vs_itself = json.loads((tiny_sweep / "audits" / "resnet18_dense-s0.json").read_text())
+    assert all(v == 0 for v in dense_vs_itself["pairwise"]["cie_rate"].values())
+    cie = study["cie"]["joint"][0]
+    assert cie["level"] == "90" and 0 <= cie["cie_share"] <= 1
+
+
+def test_cli_writes_the_study_report(tiny_sweep, repo):
+    result = CliRunner().invoke(main, ["sweep", "--recipes", str(repo / "recipes/resnet18_dense.yaml"),
+                                       "--recipes", str(repo / "recipes/resnet18_90.yaml"), "--seeds", "2",
+                                       "--out", str(tiny_sweep), "--no-speed",
+                                       *[x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]])
+    assert result.exit_code == 0, result.output
+    report = tiny_sweep / "study"
+    text = (report / "study.md").read_text()
+    assert "## Findings" in text and "## Table J.1 layout, joint training" in text
+    for name in ("systematic", "ba", "calibration", "cie_uncertainty", "overrides"):
+        assert (report / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_interrupted_run_is_resumed(repo, tmp_path):
+    from conftest import tiny_compress
+
+    dense_settings = {k: v for k, v in TINY.items() if not k.startswith("pruning")}
+    jobs = plan(recipes(repo, "resnet18_dense"), 1, overrides={**dense_settings, "num_epochs": 3})
+
+    def stop_after_epoch_2(text, **_):
+        if str(text).startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_compress(jobs[0].recipe, tmp_path / "bundles", name=jobs[0].name, epochs=3, echo=stop_after_epoch_2)
+    assert state(jobs[0], tmp_path) == "interrupted"
+    messages = []
+    assert run_sweep(jobs, tmp_path, echo=messages.append) == []
+    assert messages[0] == "1 run(s): 0 done, 1 to resume, 0 new"
+    assert "Resuming from" in (tmp_path / "logs" / f"{jobs[0].name}.log").read_text()
+    assert state(jobs[0], tmp_path) == "done"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_cluster():
+    """A real local Ray head node, started and stopped by the test, as an existing cluster would be."""
+    pytest.importorskip("ray")
+    port = _free_port()
+    ray = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    started = subprocess.run([str(ray), "start", "--head", f"--port={port}", "--num-cpus=2",
+                              "--node-ip-address=127.0.0.1", "--include-dashboard=false", f"--temp-dir={temp}"],
+                             env=env, capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield f"127.0.0.1:{port}"
+    subprocess.run([str(ray), "stop", "--force"], env=env, capture_output=True)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_path_on_a_local_cluster(repo, tmp_path, ray_cluster):
+    import ray
+
+    jobs = plan(recipes(repo, "resnet18_dense", "resnet18_90"), 1, overrides=TINY)
+    messages = []
+    try:
+        assert run_sweep(jobs, tmp_path, ray_address=ray_cluster, echo=messages.append) == [], messages
+    finally:
+        ray.shutdown()
+    assert any("to Ray at" in m for m in messages)
+    assert all(state(j, tmp_path) == "done" for j in jobs)
