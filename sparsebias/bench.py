@@ -72,6 +72,10 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
     models = [open_model(p) for p in paths]
     ref_model = open_model(reference) if reference else None
     every = models + ([ref_model] if ref_model else [])
+    names = [m.name for m in every]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SparsebiasError(f"two models are named {twice[0]!r}: give each model (and the reference) once")
     for model in every:  # refuse now, not after minutes of measuring
         for batch_size in settings.batch_sizes:
             model.check_batch(batch_size)

@@ -75,7 +75,9 @@ def run_study(out, identities=None, speed: bool = True, echo=print) -> dict:
     if not per_run:
         raise SparsebiasError(f"nothing to study in {out}: no run has a dense run of the same task and seed")
     tasks = sorted({p["task"] for p in per_run}, key=lambda t: (t != "joint", t))
+    ba_attributes = {t: _ba_means(per_run, t) for t in tasks}
     return {"out": str(out), "runs": per_run, "tasks": tasks, "identities": per_run[0]["identities"],
+            "ba_attributes": ba_attributes,
             "levels": {t: _levels(per_run, t) for t in tasks},
             "cie": {t: _cies(runs, dense, t) for t in tasks},
             "throughput": _throughput(runs, echo) if speed else []}
@@ -101,28 +103,53 @@ def _throughput(runs, echo, batch_size: int = 64, seconds: float = 3.0) -> list[
 
 
 def _run_summary(report: dict, inputs) -> dict:
-    """Means over attributes of every metric; BA per identity in every view, and after overrides."""
+    """Means over attributes of every metric, and per-attribute BA per identity in every variant.
+
+    BA means are taken later, over the attributes where BA is defined in every run and
+    variant of the task (`_ba_means`), so that sparsity levels are compared on the same attributes.
+    """
     comp = report["metrics"]["compressed"]
     views = comp["views"]
-    out = {"identities": list(inputs.identities),
-           "accuracy": _mean(views["default"]["accuracy"]), "auc": _mean(comp["auc"]), "ece": _mean(comp["ece"]),
-           "uncertainty": _mean(comp["uncertainty"]), "tcb": _mean(views["default"]["tcb"]),
-           "interdependence": _mean(views["default"]["interdependence"]),
-           "ba": {i: _mean_ba(views["default"]["ba"][i]) for i in inputs.identities},
-           "ba_calibrated": {i: _mean_ba(views["calibrated"]["ba"][i]) for i in inputs.identities},
-           "per_attribute": {m: views["default"][m] if m in views["default"] else comp[m]
-                             for m in ("tcb", "ece", "interdependence", "uncertainty", "accuracy")},
-           "ba_per_attribute": {i: {a: v["value"] for a, v in views["default"]["ba"][i].items()}
-                                for i in inputs.identities}}
-    out["ba_overrides"] = _override_effect(inputs)
-    return out
+    variants = {i: {"default": _ba_values(views["default"]["ba"][i]),
+                    "calibrated": _ba_values(views["calibrated"]["ba"][i])} for i in inputs.identities}
+    for identity, per_variant in _override_effect(inputs).items():
+        variants[identity].update(per_variant)
+    return {"identities": list(inputs.identities),
+            "accuracy": _mean(views["default"]["accuracy"]), "auc": _mean(comp["auc"]), "ece": _mean(comp["ece"]),
+            "uncertainty": _mean(comp["uncertainty"]), "tcb": _mean(views["default"]["tcb"]),
+            "interdependence": _mean(views["default"]["interdependence"]),
+            "per_attribute": {m: views["default"][m] if m in views["default"] else comp[m]
+                              for m in ("tcb", "ece", "interdependence", "uncertainty", "accuracy")},
+            "ba_variants": variants}
+
+
+def _ba_values(per_attribute: dict) -> dict:
+    return {a: v["value"] for a, v in per_attribute.items()}
+
+
+def _ba_means(per_run: list[dict], task: str) -> dict:
+    """Set each run's mean BA per identity and variant over the task's common attributes; return them."""
+    rows = [p for p in per_run if p["task"] == task]
+    common = {}
+    for identity in rows[0]["ba_variants"]:
+        sets = [{a for a, v in values.items() if v is not None}
+                for p in rows for values in p["ba_variants"][identity].values()]
+        common[identity] = sorted(set.intersection(*sets))
+    for p in rows:
+        p["ba"], p["ba_calibrated"], p["ba_overrides"] = {}, {}, {}
+        for identity, per_variant in p["ba_variants"].items():
+            means = {k: float(np.mean([values[a] for a in common[identity]])) if common[identity] else None
+                     for k, values in per_variant.items()}
+            p["ba"][identity], p["ba_calibrated"][identity] = means.pop("default"), means.pop("calibrated")
+            p["ba_overrides"][identity] = means
+    return common
 
 
 def _override_effect(inputs) -> dict:
-    """Mean BA per identity after overriding the top 5% / 10% dense-uncertain samples (true or dense labels).
+    """Per-attribute BA per identity after overriding the top 5% / 10% dense-uncertain samples.
 
     As the paper's Appendix B: overrides for an attribute and identity only where the dense
-    model's BA is positive for that pair; other attributes keep their BA.
+    model's BA is positive for that pair.
     """
     yhat, dense_yhat = decisions(inputs.model.logits), decisions(inputs.reference.logits)
     out = {}
@@ -136,9 +163,9 @@ def _override_effect(inputs) -> dict:
                 table = build_override_table(inputs.ids, inputs.ids, inputs.labels, inputs.reference.logits,
                                              eligible, inputs.attributes, budget, label)
                 fixed = table.apply(yhat, inputs.ids, inputs.attributes)
-                ba, reasons = bias_amplification(inputs.labels, fixed, column, r1=r1, r0=r0, is_identity=same)
-                out.setdefault(identity, {})[f"{int(budget * 100)}% {label}"] = float(np.nanmean(ba)) \
-                    if np.isfinite(ba).any() else None
+                ba, _ = bias_amplification(inputs.labels, fixed, column, r1=r1, r0=r0, is_identity=same)
+                out.setdefault(identity, {})[f"{int(budget * 100)}% {label}"] = {
+                    a: None if np.isnan(v) else float(v) for a, v in zip(inputs.attributes, ba)}
     return out
 
 
@@ -160,8 +187,8 @@ def _levels(per_run, task) -> list[dict]:
                                      for k in group[0]["ba_overrides"][i]} for i in group[0]["ba_overrides"]}
         entry["per_attribute"] = {m: _attribute_means([p["per_attribute"][m] for p in group])
                                   for m in group[0]["per_attribute"]}
-        entry["ba_per_attribute"] = {i: _attribute_means([p["ba_per_attribute"][i] for p in group])
-                                     for i in group[0]["ba_per_attribute"]}
+        entry["ba_per_attribute"] = {i: _attribute_means([p["ba_variants"][i]["default"] for p in group])
+                                     for i in group[0]["ba_variants"]}
         out.append(entry)
     return out
 
@@ -195,10 +222,6 @@ def decisions_3d(logits: np.ndarray) -> np.ndarray:
 def _mean(values: dict):
     defined = [v for v in values.values() if v is not None]
     return float(np.mean(defined)) if defined else None
-
-
-def _mean_ba(per_attribute: dict):
-    return _mean({a: v["value"] for a, v in per_attribute.items()})
 
 
 def _mean_std(values):

@@ -3,7 +3,7 @@
     OUT/bundles/NAME-sSEED[-ATTRIBUTE]/   one bundle per finished run
     OUT/bundles/.work/...                 an interrupted run (resumed on the next sweep)
     OUT/logs/NAME.log                     each run's own output
-    OUT/sweep.json                        the plan: recipes, seeds, tasks, profile, data
+    OUT/sweep.json                        every job ever planned into OUT: recipe, seed, task, settings
 
 A finished run (a bundle that loads) is skipped, an interrupted one resumed from its
 last completed epoch, so running the same sweep again continues where it stopped.
@@ -218,9 +218,12 @@ def _run_on_ray(pending, out, address, echo, progress) -> list[str]:
 
 
 def _write_plan(jobs, out: Path) -> None:
+    """Add the jobs to OUT/sweep.json: sweeps into one folder add up (e.g. joint, then single-attribute runs)."""
     from .report.files import write_json
 
-    write_json(out / "sweep.json", {"jobs": [asdict(j) for j in jobs]})
+    known = {j.name: j for j in read_plan(out)} if (out / "sweep.json").is_file() else {}
+    known.update({j.name: j for j in jobs})
+    write_json(out / "sweep.json", {"jobs": [asdict(j) for j in known.values()]})
 
 
 def read_plan(out) -> list[Job]:

@@ -57,7 +57,7 @@ def test_plan_errors(repo, kwargs, message):
 def tiny_sweep(tmp_path_factory, repo):
     out = tmp_path_factory.mktemp("sweep")
     jobs = plan(recipes(repo, "resnet18_dense", "resnet18_90"), 2, overrides=TINY)
-    assert run_sweep(jobs, out, echo=lambda *a: None) == []
+    assert run_sweep(jobs, out, workers=2, echo=lambda *a: None) == []  # the process pool path
     return out
 
 
@@ -154,3 +154,13 @@ def test_ray_path_on_a_local_cluster(repo, tmp_path, ray_cluster):
         ray.shutdown()
     assert any("to Ray at" in m for m in messages)
     assert all(state(j, tmp_path) == "done" for j in jobs)
+
+
+def test_sweeps_into_one_folder_add_up(repo, tmp_path):
+    from sparsebias.sweep import _write_plan
+
+    joint = plan(recipes(repo, "resnet18_dense"), 1)
+    single = plan(recipes(repo, "resnet18_dense"), 1, single=["Smiling"], joint=False)
+    _write_plan(joint, tmp_path)
+    _write_plan(single, tmp_path)
+    assert [j.name for j in read_plan(tmp_path)] == ["resnet18_dense-s0", "resnet18_dense-s0-Smiling"]

@@ -115,17 +115,18 @@ def findings(study: dict) -> list[dict]:
                             f"lower with calibrated thresholds in {count} of {len(lowered)} (sparsity, identity) "
                             f"pairs; mean change {np.mean([lv['ba_calibrated'][i]['mean'] - lv['ba'][i]['mean'] for lv, i in lowered]):+.4f}"))
     identity = study["identities"][0]
-    base = top["ba"][identity]["mean"]
-    if base is not None and base > 0:
-        parts, good = [], True
-        for key in ("5% true", "10% true", "5% dense", "10% dense"):
-            after = top["ba_overrides"][identity][key]["mean"]
-            if after is not None:
-                parts.append(f"{key}: {100 * (base - after) / base:.0f}% lower")
-                good &= after < base if "true" in key else True
-        out.append(_finding(f"Overriding the most uncertain samples lowers BA ({identity}) at the highest sparsity",
-                            good, f"{_label(top['level'])}: BA {base:+.4f}; " + "; ".join(parts)
+    claim = f"Overriding the most uncertain samples lowers BA ({identity}) at the highest sparsity"
+    positive = [lv for lv in sparse if (lv["ba"][identity]["mean"] or 0) > 0]
+    if positive:  # the paper's 99.5%, or the sparsest level where there is amplification to lower
+        lv = positive[-1]
+        base = lv["ba"][identity]["mean"]
+        after = {k: v["mean"] for k, v in lv["ba_overrides"][identity].items() if v["mean"] is not None}
+        out.append(_finding(claim, all(after[k] < base for k in after if "true" in k),
+                            f"{_label(lv['level'])}: BA {base:+.4f}; "
+                            + "; ".join(f"{k}: {100 * (base - v) / base:.0f}% lower" for k, v in after.items())
                             + " (paper, 99.5%, true labels: 23% and 35% lower)"))
+    else:
+        out.append(_finding(claim, None, f"no pruned model has positive mean BA ({identity}) to lower"))
     cies = study["cie"].get("joint") or []
     enriched = [c for c in cies if c["dense_uncertain_among_cies"] is not None]
     if enriched:
@@ -152,7 +153,8 @@ def findings(study: dict) -> list[dict]:
 
 
 def _finding(claim, holds, numbers) -> dict:
-    return {"claim": claim, "reproduces": bool(holds), "numbers": numbers}
+    """holds: True, False, or None where this data gives nothing to test the claim on."""
+    return {"claim": claim, "reproduces": None if holds is None else bool(holds), "numbers": numbers}
 
 
 def _spearman(x, y) -> float:
@@ -171,9 +173,15 @@ def study_markdown(study: dict, found: list[dict]) -> str:
     lines = ["# Study: bias in pruned models, by sparsity", "",
              f"{n_runs} audited run(s) from `{study['out']}`; tasks: {', '.join(study['tasks'])}. Means over "
              "attributes, then mean ± standard deviation over seeds. Each number comes from the per-run audit "
-             "reports in `audits/`.", "", "## Findings", "",
+             "reports in `audits/`.", "",
+             "Bias amplification is undefined for an attribute a model never predicts positive (and where the "
+             "data give too few positives), so BA means are taken over the attributes where it is defined in "
+             "every run and view of the task, the same set at every sparsity: "
+             + "; ".join(f"{t}, {i}: {len(a)} ({', '.join(a)})" for t, per in study["ba_attributes"].items()
+                         for i, a in per.items()) + ".", "", "## Findings", "",
              markdown_table(["paper's finding", "on this data", "numbers"],
-                            [[f["claim"], "reproduces" if f["reproduces"] else "**does not reproduce**", f["numbers"]]
+                            [[f["claim"], {True: "reproduces", False: "**does not reproduce**",
+                                           None: "cannot be tested here"}[f["reproduces"]], f["numbers"]]
                              for f in found]), ""]
     for task in study["tasks"]:
         title = "joint training" if task == "joint" else f"single-attribute training: {task}"
