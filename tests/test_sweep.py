@@ -78,8 +78,11 @@ def test_study_is_built_from_the_per_run_audits(tiny_sweep):
                 for a in audits]
     assert level["accuracy"]["mean"] == pytest.approx(np.mean(per_seed))
     assert level["accuracy"]["std"] == pytest.approx(np.std(per_seed, ddof=1))
-    male = [np.mean([v["value"] for v in a["metrics"]["compressed"]["views"]["default"]["ba"]["Male"].values()
-                     if v["value"] is not None]) for a in audits]
+    common = study["ba_attributes"]["joint"]["Male"]  # BA defined in every run and view: the same set everywhere
+    assert common
+    ba = [a["metrics"]["compressed"]["views"]["default"]["ba"]["Male"] for a in audits]
+    assert all(b[name]["value"] is not None for b in ba for name in common)
+    male = [np.mean([b[name]["value"] for name in common]) for b in ba]
     assert level["ba"]["Male"]["mean"] == pytest.approx(np.mean(male))
     dense_vs_itself = json.loads((tiny_sweep / "audits" / "resnet18_dense-s0.json").read_text())
     assert all(v == 0 for v in dense_vs_itself["pairwise"]["cie_rate"].values())
