@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
 
+from sparsebias.bench import machine
 from sparsebias.bundle import load_bundle
 from sparsebias.metrics import accuracy_score, decisions, roc_auc_score
 
@@ -25,8 +24,7 @@ def describe(path: Path) -> dict:
     bundle = load_bundle(path)
     m = bundle.manifest
     test = bundle.split("test")
-    columns = [m["label_names"].index(a) for a in m["attributes"]]
-    y = test["labels"][:, columns]
+    y = bundle.attribute_labels(test)
     auc = roc_auc_score(y, test["logits"])
     majority = np.maximum(y.mean(axis=0), 1 - y.mean(axis=0))
     return {
@@ -42,12 +40,6 @@ def describe(path: Path) -> dict:
     }
 
 
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundles", nargs="+", type=Path)
@@ -58,7 +50,7 @@ def main():
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [f"# compress on {rows[0]['data']['spec']}", "",
-             f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores; "
+             f"Machine: {record['machine']['cpu']}, {record['machine']['physical_cores']} cores; "
              f"torch {rows[0]['versions']['torch']}, sparseml {rows[0]['versions']['sparseml']}, "
              f"{rows[0]['threads']} threads.", "",
              "| recipe | sparsity | val acc | val AUC | test acc | test AUC | majority acc | best epoch | minutes |",

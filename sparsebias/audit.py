@@ -218,19 +218,18 @@ def inputs_from_bundles(bundle_path, reference_path, split: str = "test", identi
     identities = list(identities or bundle.manifest["identities"])
     train = bundle.split("train")
     _check_identities(identities, label_names + (["backdoor"] if "backdoor" in ev else []), f"{bundle.path}")
-    cols = [label_names.index(x) for x in attributes]
     ref_cols = [reference.attributes.index(x) for x in attributes]
 
     def identity(split, name):  # a label column, or the backdoor flag of a backdoored data set (Section 3.4)
         return split["backdoor"].astype(np.int8) if name == "backdoor" else split["labels"][:, label_names.index(name)]
 
     return AuditInputs(
-        attributes=attributes, ids=ev["ids"], labels=ev["labels"][:, cols],
+        attributes=attributes, ids=ev["ids"], labels=bundle.attribute_labels(ev),
         identities={i: identity(ev, i) for i in identities},
-        train_positive_rate=train["labels"][:, cols].mean(axis=0),
-        train_rates={i: training_rates(train["labels"][:, cols], identity(train, i)) for i in identities},
-        model=_bundle_outputs(bundle, ev["logits"], slice(None)),
-        reference=_bundle_outputs(reference, ev_ref["logits"], ref_cols),
+        train_positive_rate=bundle.attribute_labels(train).mean(axis=0),
+        train_rates={i: training_rates(bundle.attribute_labels(train), identity(train, i)) for i in identities},
+        model=_bundle_outputs(bundle, ev["logits"], list(range(len(attributes))), with_overrides=True),
+        reference=_bundle_outputs(reference, ev_ref["logits"], ref_cols, with_overrides=False),
         split=split, intersect=_intersect(intersect, identities))
 
 
@@ -242,22 +241,18 @@ def _split_with_logits(bundle, split):
     return data
 
 
-def _bundle_outputs(bundle, logits, columns) -> ModelOutputs:
+def _bundle_outputs(bundle, logits, columns: list[int], with_overrides: bool) -> ModelOutputs:
+    """A bundle's outputs for the audited attributes (its output `columns`); the reference's overrides are not used."""
     bundled = read_thresholds(bundle)
     if bundled is not None:
         calibrated, source = bundled, "bundle"
     else:
         val = bundle.split("val")
-        names = list(bundle.manifest["label_names"])
-        y_val = val["labels"][:, [names.index(x) for x in bundle.attributes]]
-        calibrated, source = calibrate_thresholds(y_val, val["logits"]), "validation split"
-    if not isinstance(columns, slice):
-        calibrated = calibrated[columns]
-        bundled = bundled[columns] if bundled is not None else None
+        calibrated, source = calibrate_thresholds(bundle.attribute_labels(val), val["logits"]), "validation split"
     m = bundle.manifest
-    return ModelOutputs(name=bundle.path.name, logits=logits[:, columns], calibrated=calibrated,
-                        calibrated_source=source, bundled_thresholds=bundled,
-                        overrides=read_overrides(bundle) if isinstance(columns, slice) else None,
+    return ModelOutputs(name=bundle.path.name, logits=logits[:, columns], calibrated=calibrated[columns],
+                        calibrated_source=source, bundled_thresholds=None if bundled is None else bundled[columns],
+                        overrides=read_overrides(bundle) if with_overrides else None,
                         info={"path": str(bundle.path), "architecture": m["architecture"],
                               "sparsity": m["sparsity"]["overall"]})
 

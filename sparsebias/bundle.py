@@ -49,6 +49,11 @@ class Bundle:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def attribute_labels(self, split_data: dict) -> np.ndarray:
+        """The labels of the model's own attributes, in output order, from a `split()` result."""
+        names = list(self.manifest["label_names"])
+        return split_data["labels"][:, [names.index(a) for a in self.attributes]]
+
     def split(self, name: str) -> dict[str, np.ndarray]:
         """ids, labels (all label names) and, for val and test, logits (trained attributes)."""
         path = self.file(f"splits/{name}.npz")

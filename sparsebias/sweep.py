@@ -130,10 +130,10 @@ def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_plan(jobs, out)
-    pending = [j for j in jobs if state(j, out) != "done"]
-    echo(f"{len(jobs)} run(s): {len(jobs) - len(pending)} done, "
-         f"{sum(state(j, out) == 'interrupted' for j in pending)} to resume, "
-         f"{sum(state(j, out) == 'new' for j in pending)} new")
+    states = [state(j, out) for j in jobs]  # each check verifies a bundle's hashes: once per job
+    pending = [j for j, s in zip(jobs, states) if s != "done"]
+    echo(f"{len(jobs)} run(s): {len(jobs) - len(pending)} done, {states.count('interrupted')} to resume, "
+         f"{states.count('new')} new")
     if not pending:
         return []
     if ray_address:

@@ -70,9 +70,7 @@ def calibrate_bundle(path, split: str = "val"):
     data = bundle.split(split)
     if "logits" not in data:
         raise SparsebiasError(f"bundle {bundle.path} has no logits for the {split!r} split")
-    names = list(bundle.manifest["label_names"])
-    y = data["labels"][:, [names.index(a) for a in bundle.attributes]]
-    thresholds = calibrate_thresholds(y, data["logits"])
+    thresholds = calibrate_thresholds(bundle.attribute_labels(data), data["logits"])
     mitigations = {**bundle.manifest.get("mitigations", {}),
                    "thresholds": {"file": FILE, "split": split, "method": "validation positive count"}}
     return update_bundle(bundle, {FILE: thresholds_json(bundle.attributes, thresholds, split)},
