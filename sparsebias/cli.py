@@ -308,6 +308,8 @@ def gate(bundle, policy, reference):
 @click.option("--quick", is_flag=True, help="Smaller data and fewer epochs: the resnet18 ladder, 2 seeds, < 1 h on 2 cores.")
 @click.option("--data", default=None, help="Data set for every run (as compress --data).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting for every run.")
+@click.option("--attributes", default=None,
+              help="Labels of the joint runs (comma-separated; default every label), e.g. gender,race.")
 @click.option("--single", default=None, help="Also train each of these attributes alone (comma-separated).")
 @click.option("--no-joint", is_flag=True, help="Skip joint training (with --single: single-attribute runs only).")
 @click.option("--from-dense", is_flag=True, help="Start pruning recipes from the dense run of their seed (GMP-PT).")
@@ -316,7 +318,7 @@ def gate(bundle, policy, reference):
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="Runs in parallel here.")
 @click.option("--ray", "ray_address", default=None, help="Run each job as a task on this Ray cluster ('auto', host:port).")
 @click.option("--no-speed", is_flag=True, help="Skip the items/s measurements of the study.")
-def sweep(recipes, seeds, out_dir, quick, data, overrides, single, no_joint, from_dense, identities, jobs,
+def sweep(recipes, seeds, out_dir, quick, data, overrides, attributes, single, no_joint, from_dense, identities, jobs,
           ray_address, no_speed):
     """Run recipes x seeds through compress (restartable), audit every run, and write the study.
 
@@ -329,6 +331,7 @@ def sweep(recipes, seeds, out_dir, quick, data, overrides, single, no_joint, fro
       sparsebias sweep --recipes 'recipes/resnet18_[0-9d]*.yaml' --seeds 2 --quick --out runs/ladder
       sparsebias sweep --recipes recipes/resnet18_dense.yaml --recipes recipes/resnet18_99.yaml \\
           --single Smiling,Big_Nose --no-joint --seeds 2 --out runs/single
+      sparsebias sweep --recipes 'recipes/groups/*.yaml' --attributes gender,race --seeds 1 --out runs/groups
     """
     from tqdm import tqdm
 
@@ -338,7 +341,7 @@ def sweep(recipes, seeds, out_dir, quick, data, overrides, single, no_joint, fro
     from .sweep import plan, run_sweep
 
     planned = plan(recipes, seeds, single=_names(single) or (), joint=not no_joint, quick=quick, data=data,
-                   overrides=parse_overrides(overrides), from_dense=from_dense)
+                   overrides=parse_overrides(overrides), from_dense=from_dense, attributes=_names(attributes))
     with tqdm(total=len(planned), unit="run", leave=False) as bar:
         def progress(done, total, name):
             bar.total = total

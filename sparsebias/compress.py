@@ -16,13 +16,15 @@ from . import __version__
 from .bundle import Bundle, BundleWriter, ensure_replaceable, load_bundle
 from .checkpoint import save_checkpoint, state_dict_from
 from .data import DEFAULT_IDENTITIES, open_data
+from .data.groups import SENSITIVE_COLUMNS
 from .data.images import MEAN, STD, FaceImages, normalize
 from .errors import SparsebiasError
 from .export import export_onnx
 from .flops import count_flops
 from .models import build_model, sparsity_report
-from .recipes import check_recipe_against_model, load_recipe
-from .train import predict_logits, train, validation_score
+from .recipes import check_recipe_against_data, check_recipe_against_model, load_recipe
+from .tasks import Outputs
+from .train import predict_logits, train
 
 CHECK_BATCH = 8
 
@@ -43,9 +45,11 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     table = open_data(settings["data"], echo=echo)
     attributes = list(attributes or table.names)
     table.columns(attributes)
+    outputs = Outputs.from_table(table, attributes)
     torch.manual_seed(seed)
-    model = build_model(settings["arch"], len(attributes))
+    model = build_model(settings["arch"], outputs.size)
     check_recipe_against_model(recipe, model, settings["arch"])
+    check_recipe_against_data(recipe, table)
     if from_path:
         _load_pretrained(model, Path(from_path), settings["arch"], attributes, echo)
 
@@ -61,7 +65,8 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
             raise SparsebiasError(f"{table.root}: the {split} split is empty")
     echo(f"Training {settings['arch']} on {len(sets['train'])} images ({size}px), {len(attributes)} attribute(s), "
          f"{recipe.epochs} epochs, seed {seed}")
-    result = train(model, recipe, sets["train"], sets["val"], work_dir=work_dir, seed=seed, resume=resume, echo=echo)
+    result = train(model, recipe, outputs, sets["train"], sets["val"], work_dir=work_dir, seed=seed, resume=resume,
+                   echo=echo)
     model.load_state_dict(result.best_state)
     model.eval()
 
@@ -71,7 +76,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
         echo(f"warning: {len(emptied)} layer(s) entirely pruned, their outputs no longer depend on the input: "
              + ", ".join(emptied))
     logits = {split: predict_logits(model, sets[split]) for split in ("val", "test")}
-    metrics = {split: validation_score(sets[split].labels.numpy(), logits[split]) for split in logits}
+    metrics = {split: outputs.score(sets[split].labels.numpy(), logits[split]) for split in logits}
     with BundleWriter(out_dir / name) as bundle:
         check = normalize(torch.stack([sets["val"][i][0] for i in range(min(CHECK_BATCH, len(sets["val"])))]))
         export = export_onnx(model, bundle.file("model.onnx"), check)
@@ -95,16 +100,17 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
             "input": {"name": export["input"], "shape": [None, 3, size, size], "layout": "NCHW",
                       "dtype": "float32", "resize": f"shorter side to {size}, centre crop {size}x{size}",
                       "scale": 1 / 255, "mean": list(MEAN), "std": list(STD)},
-            "output": {"name": export["output"], "activation": "sigmoid", "threshold": 0.5},
+            "output": outputs.manifest(export["output"]),
             "attributes": attributes,
             "label_names": list(table.names),
-            "identities": [i for i in DEFAULT_IDENTITIES if i in table.names],
+            "label_classes": None if table.binary else {n: list(c) for n, c in zip(table.names, table.classes)},
+            "identities": [i for i in (DEFAULT_IDENTITIES if table.binary else SENSITIVE_COLUMNS) if i in table.names],
             "data": {"spec": settings["data"], "root": str(table.root),
                      "sizes": {s: len(ds) for s, ds in sets.items()}},
             "recipe": {"file": "recipe.yaml", "source": str(recipe.path), "variables": recipe.variables,
                        "settings": settings},
             "training": {"seed": seed, "epochs": recipe.epochs, "best_epoch": result.best_epoch,
-                         "selected_on": "mean validation AUC, epochs at final sparsity",
+                         "selected_on": "mean validation AUC (one-vs-rest for class heads), epochs at final sparsity",
                          "from": str(from_path) if from_path else None, "history": result.history,
                          "seconds": round(time.time() - started, 1), "threads": torch.get_num_threads(),
                          "versions": _versions()},

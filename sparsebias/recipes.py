@@ -2,8 +2,9 @@
 
 A recipe is a SparseML YAML recipe (or Markdown with YAML front matter). Its root
 variables hold the run settings below; a recipe that does not set one gets the
-default, and `--set KEY=VALUE` overrides either. The modifiers are SparseML's own,
-so a recipe written for SparseML and torchvision models works as it is.
+default, and `--set KEY=VALUE` overrides either. The modifiers are SparseML's own plus
+sparsebias's pruning methods (sparsebias.pruning), so a recipe written for SparseML and
+torchvision models works as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from .errors import SparsebiasError
+from . import pruning
 from .models import prunable_weights
 from .sparseml_patch import (NM_TOLERANCE, ScheduledModifierManager, evaluate_recipe_yaml_str_equations,
                              load_recipe_yaml_str)
@@ -224,6 +226,8 @@ def check_recipe_against_model(recipe: Recipe, model, arch: str) -> None:
             if not matched:
                 raise SparsebiasError(
                     f"{recipe.path}: {type(mod).__name__} params pattern {pattern!r} matches no layer of {arch}")
+            for name in matched if hasattr(mod, "final_sparsity") else ():
+                _check_reachable(recipe, mod, name, shapes[name])
             ratio = _nm_ratio(mod) if hasattr(mod, "final_sparsity") else None
             for name in matched if ratio else ():
                 w = shapes[name]
@@ -231,6 +235,30 @@ def check_recipe_against_model(recipe: Recipe, model, arch: str) -> None:
                     raise SparsebiasError(
                         f"{recipe.path}: {type(mod).__name__} ({ratio[0]}:{ratio[1]}) params pattern {pattern!r} "
                         f"includes {name} with {w.shape[1]} input channels, not a multiple of {ratio[1]}")
+
+
+def check_recipe_against_data(recipe: Recipe, table) -> None:
+    """Sensitive columns a modifier names must be labels of the data with two or more values in training."""
+    train = table.split("train")
+    for mod in recipe.manager.iter_modifiers():
+        for column in getattr(mod, "sensitive", None) or ():
+            if column not in table.names:
+                raise SparsebiasError(f"{recipe.path}: {type(mod).__name__} sensitive column {column!r} is not a "
+                                      f"label of {table.root} (labels: {', '.join(table.names)})")
+            if len(set(table.labels[train, table.names.index(column)].tolist())) < 2:
+                raise SparsebiasError(f"{recipe.path}: {type(mod).__name__} sensitive column {column!r} has a single "
+                                      f"value in the training split of {table.root}; groups need two or more")
+
+
+def _check_reachable(recipe: Recipe, mod, name: str, weight) -> None:
+    """A layer-wise pruner must leave every layer at least one weight."""
+    if not isinstance(mod, pruning.ScoredPruningModifier) or mod.global_sparsity:
+        return
+    n = weight.numel()
+    if n - round(n * mod.final_sparsity) < 1:
+        raise SparsebiasError(
+            f"{recipe.path}: {type(mod).__name__} cannot reach sparsity {mod.final_sparsity} layer by layer: "
+            f"{name} has {n} weights and would keep none")
 
 
 def _match(pattern: str, names: list[str], prunable: set[str]) -> list[str]:

@@ -36,13 +36,14 @@ class Job:
     seed: int
     name: str
     overrides: dict = field(default_factory=dict)
-    attributes: tuple[str, ...] | None = None    # None: joint training on every attribute
+    attributes: tuple[str, ...] | None = None    # None: joint training on every label
     start_from: str | None = None                # GMP-PT: the run whose bundle this one starts from
 
 
 def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = False, data: str | None = None,
-         overrides: dict | None = None, from_dense: bool = False) -> list[Job]:
-    """Jobs for every recipe x seed, jointly trained and/or once per single attribute.
+         overrides: dict | None = None, from_dense: bool = False, attributes=None) -> list[Job]:
+    """Jobs for every recipe x seed, jointly trained (on `attributes`, default every label)
+    and/or once per single attribute.
 
     With `from_dense`, pruning recipes start from the dense run of the same seed and task
     (GMP-PT); the sweep then needs exactly one dense recipe.
@@ -70,7 +71,8 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
         for seed in range(seeds):
             for task in tasks:
                 start = _name(dense[0], seed, task) if from_dense and path not in dense else None
-                jobs.append(Job(str(path.resolve()), seed, _name(path, seed, task), settings, task, start))
+                trained = task or (tuple(attributes) if attributes else None)
+                jobs.append(Job(str(path.resolve()), seed, _name(path, seed, task), settings, trained, start))
     return sorted(jobs, key=lambda j: j.start_from is not None)  # the runs others start from go first
 
 

@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.images import FaceImages, normalize
-from .metrics import accuracy_score, decisions, roc_auc_score
 from .models import sparsity_report
+from .pruning import ScoreData
 from .recipes import Recipe
 from .sparseml_patch import quiet_loggers
+from .tasks import Outputs
 
 EVAL_BATCH = 256
 
@@ -44,13 +45,6 @@ def predict_logits(model: nn.Module, dataset: FaceImages, batch_size: int = EVAL
     return torch.cat(out).numpy()
 
 
-def validation_score(labels: np.ndarray, logits: np.ndarray) -> dict:
-    """Mean accuracy and mean AUC over attributes (attributes with one class skipped for AUC)."""
-    auc = roc_auc_score(labels, logits)
-    return {"accuracy": float(accuracy_score(labels, decisions(logits)).mean()),
-            "auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")}
-
-
 def _make_optimizer(model: nn.Module, settings: dict) -> torch.optim.Optimizer:
     if str(settings["optimizer"]).lower() == "adam":
         return torch.optim.Adam(model.parameters(), lr=settings["init_lr"], weight_decay=settings["weight_decay"])
@@ -58,14 +52,14 @@ def _make_optimizer(model: nn.Module, settings: dict) -> torch.optim.Optimizer:
                            weight_decay=settings["weight_decay"])
 
 
-def train(model: nn.Module, recipe: Recipe, train_set: FaceImages, val_set: FaceImages, *,
+def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceImages, val_set: FaceImages, *,
           work_dir: Path, seed: int, resume: bool = False, echo=print) -> TrainResult:
     settings, epochs = recipe.settings, recipe.epochs
     batch_size = settings["batch_size"]
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
     eligible_from = min(int(math.ceil(recipe.pruning_end_epoch)), epochs - 1)
     optimizer = _make_optimizer(model, settings)
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = outputs.loss()
     last_path, best_path = work_dir / "last.pt", work_dir / "best.pt"
 
     start_epoch, history, best = 0, [], {"epoch": -1, "score": -math.inf}
@@ -76,7 +70,8 @@ def train(model: nn.Module, recipe: Recipe, train_set: FaceImages, val_set: Face
         history, best = json.loads(state["history"]), json.loads(state["best"])
         echo(f"Resuming from {last_path} after epoch {start_epoch}")
 
-    recipe.manager.initialize(model, epoch=float(start_epoch), loggers=quiet_loggers())
+    score_data = ScoreData(train_set, loss_fn, batch_size, seed)
+    recipe.manager.initialize(model, epoch=float(start_epoch), loggers=quiet_loggers(), score_data=score_data)
     if state:
         recipe.manager.load_state_dict(state["manager"])
         optimizer.load_state_dict(state["optimizer"])
@@ -103,7 +98,7 @@ def train(model: nn.Module, recipe: Recipe, train_set: FaceImages, val_set: Face
                                 lr=f"{optimizer.param_groups[0]['lr']:.2g}")
         bar.close()
 
-        val = validation_score(val_set.labels.numpy(), predict_logits(model, val_set))
+        val = outputs.score(val_set.labels.numpy(), predict_logits(model, val_set))
         sparsity = sparsity_report(model)[0]
         record = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
                   "sparsity": sparsity, "val_accuracy": val["accuracy"], "val_auc": val["auc"]}

@@ -1,7 +1,9 @@
 """Data sets: where they live, how they are named on the command line, how they load.
 
 `--data` takes `synthfaces` (the default, built once and cached), `synthfaces:KEY=VALUE,...`
-(train, val, test, size, seed, backdoor=ATTRIBUTE/KIND/POS/NEG/EVAL), or `celeba:PATH`.
+(train, val, test, size, seed, backdoor=ATTRIBUTE/KIND/POS/NEG/EVAL, groups=1), `celeba:PATH`,
+`fairface:PATH` or `utkface:PATH`. `synthfaces:groups=1` is written in FairFace's format
+and read by the FairFace reader.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from pathlib import Path
 from ..errors import SparsebiasError
 from .attributes import CELEBA_ATTRIBUTES, DEFAULT_IDENTITIES, SINGLE_ATTRIBUTE_SET
 from .celeba import FaceAttributes, read_celeba
+from .fairface import read_fairface
 from .synthfaces import Backdoor, SynthFacesConfig, write_synthfaces
+from .utkface import read_utkface
+
+READERS = {"celeba": read_celeba, "fairface": read_fairface, "utkface": read_utkface}
 
 __all__ = [
     "CELEBA_ATTRIBUTES", "DEFAULT_IDENTITIES", "SINGLE_ATTRIBUTE_SET", "FaceAttributes",
-    "cache_dir", "open_data", "read_celeba", "synthfaces_config",
+    "cache_dir", "open_data", "read_celeba", "read_fairface", "read_utkface", "synthfaces_config",
 ]
 
 
@@ -33,7 +39,9 @@ def synthfaces_config(options: str) -> SynthFacesConfig:
     for item in filter(None, options.split(",")):
         key, _, value = item.partition("=")
         try:
-            if key == "backdoor":
+            if key == "groups":
+                kwargs["groups"] = {"1": True, "0": False}[value]
+            elif key == "backdoor":
                 parts = value.split("/")
                 kwargs["backdoor"] = Backdoor(parts[0], *parts[1:2], *map(float, parts[2:5]))
             elif key in keys:
@@ -41,8 +49,8 @@ def synthfaces_config(options: str) -> SynthFacesConfig:
             else:
                 raise SparsebiasError(
                     f"unknown SynthFaces option {key!r} in --data synthfaces:{options}; "
-                    "known: train, val, test, size, seed, backdoor")
-        except (ValueError, TypeError):
+                    "known: train, val, test, size, seed, backdoor, groups")
+        except (ValueError, TypeError, KeyError):
             raise SparsebiasError(f"bad SynthFaces option {item!r} in --data synthfaces:{options}") from None
     return SynthFacesConfig(**kwargs)
 
@@ -50,19 +58,21 @@ def synthfaces_config(options: str) -> SynthFacesConfig:
 def open_data(spec: str | None, echo=print) -> FaceAttributes:
     """Open the data set a `--data` value names, building SynthFaces on first use."""
     kind, _, rest = (spec or "synthfaces").partition(":")
-    if kind == "celeba":
+    if kind in READERS:
         if not rest:
-            raise SparsebiasError("--data celeba:PATH needs a path")
-        return read_celeba(Path(rest).expanduser())
+            raise SparsebiasError(f"--data {kind}:PATH needs a path")
+        return READERS[kind](Path(rest).expanduser())
     if kind != "synthfaces":
-        raise SparsebiasError(f"unknown data set {kind!r} in --data {spec!r}; use synthfaces or celeba:PATH")
+        raise SparsebiasError(f"unknown data set {kind!r} in --data {spec!r}; "
+                              "use synthfaces, celeba:PATH, fairface:PATH or utkface:PATH")
     config = synthfaces_config(rest)
     folder = cache_dir() / config.folder_name
-    if not (folder / "list_eval_partition.txt").exists():
+    done = "fairface_label_val.csv" if config.groups else "list_eval_partition.txt"
+    if not (folder / done).exists():
         echo(f"Building SynthFaces ({config.n_images} images, {config.image_size}px) in {folder}")
         from tqdm import tqdm
         with tqdm(total=config.n_images, unit="img", leave=False) as bar:
             write_synthfaces(folder, config, workers=min(2, os.cpu_count() or 1), progress=bar.update)
     else:
         echo(f"Using SynthFaces in {folder}")
-    return read_celeba(folder)
+    return read_fairface(folder) if config.groups else read_celeba(folder)

@@ -21,15 +21,29 @@ BACKDOOR = "Backdoor"
 
 @dataclass(frozen=True)
 class FaceAttributes:
-    """Labels of a CelebA-format folder: one row per image, 0/1 per attribute."""
+    """Labels of a face data set: one row per image, one column per label.
+
+    CelebA-format folders have binary attributes (0/1, `classes` None); FairFace and
+    UTKFace have class-valued columns (age group, gender, race), stored as class
+    indices into `classes[j]`.
+    """
 
     root: Path
     image_dir: Path
-    ids: np.ndarray          # image file names, str
-    names: tuple[str, ...]   # attribute names, file order
-    labels: np.ndarray       # (n, k) int8 in {0, 1}
+    ids: np.ndarray          # image paths relative to image_dir, str
+    names: tuple[str, ...]   # column names, file order
+    labels: np.ndarray       # (n, k) int8: 0/1, or class indices
     partition: np.ndarray    # (n,) int8 in {0, 1, 2}
     backdoor: np.ndarray | None = None  # (n,) int8, when the folder has one
+    classes: tuple[tuple[str, ...], ...] | None = None  # per column, for class-valued data sets
+    source: str = "list_attr_celeba.txt"  # where the labels came from, for messages
+
+    @property
+    def binary(self) -> bool:
+        return self.classes is None
+
+    def class_names(self, column: str) -> tuple[str, ...]:
+        return ("0", "1") if self.classes is None else self.classes[self.columns([column])[0]]
 
     def columns(self, attributes) -> list[int]:
         """Column indices of the named attributes; a clear error for an unknown name."""
@@ -37,7 +51,7 @@ class FaceAttributes:
         unknown = [a for a in attributes if a not in index]
         if unknown:
             raise SparsebiasError(
-                f"unknown attribute {unknown[0]!r} in {self.root / 'list_attr_celeba.txt'}; "
+                f"unknown attribute {unknown[0]!r} in {self.root / self.source}; "
                 f"known: {', '.join(self.names)}")
         return [index[a] for a in attributes]
 

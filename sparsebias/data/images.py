@@ -39,13 +39,21 @@ def normalize(batch: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
 
 
 class FaceImages(torch.utils.data.Dataset):
-    """(uint8 image, float label vector) pairs for one split and a subset of attributes."""
+    """(uint8 image, label vector) pairs for one split and a subset of label columns.
+
+    Labels are float 0/1 for binary attributes and class indices (long) for class-valued
+    columns, as the loss of each expects. `columns` keeps every label column of the split,
+    for pruning methods that look at sensitive groups.
+    """
 
     def __init__(self, table: FaceAttributes, split: str, attributes, image_size: int):
         self.rows = table.split(split)
         self.ids = table.ids[self.rows]
         self.paths = [table.image_dir / name for name in self.ids]
-        self.labels = torch.from_numpy(table.labels[self.rows][:, table.columns(attributes)].astype(np.float32))
+        self.column_names = table.names
+        self.columns = torch.from_numpy(table.labels[self.rows].astype(np.int64))
+        labels = self.columns[:, table.columns(attributes)]
+        self.labels = labels.float() if table.binary else labels
         self.image_size = image_size
         n_bytes = len(self.rows) * 3 * image_size * image_size
         self._cache = torch.empty((len(self.rows), 3, image_size, image_size), dtype=torch.uint8) \

@@ -9,6 +9,13 @@ negatives (d', an AUC of Phi(d'/sqrt 2) for an ideal observer of that cue alone)
 its difficulty; Attractive has no cue at all, and necklaces, neckties and earrings
 often fall outside the crop or behind hair. A model therefore has to lean on identity
 correlations for the hard attributes, which is where bias amplification comes from.
+
+With `groups=True` the generator also draws a seven-valued, imbalanced group variable
+that sets skin tone, eye, nose and lip shape and hair colour, and writes the folder in
+FairFace's format instead (age group, gender, race columns with FairFace's class
+names), so FairGRAPE-style group comparisons run offline through the FairFace reader.
+The group variable is a synthetic rendering parameter named after FairFace's classes
+to fit its format; it models no real population.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import SparsebiasError
 from .attributes import CELEBA_ATTRIBUTES
+from .groups import AGE_GROUPS, FAIRFACE_RACES, GENDERS
 
 GENERATOR_VERSION = 4
 CANVAS = 128  # drawing happens at this size, then the image is downsampled
@@ -85,6 +93,17 @@ SEPARATION = {
 
 _LOGIT_CLIP = 12.0
 
+# Group mode: frequency of each of FAIRFACE_RACES (one large group, six smaller ones),
+# and per group the skin tone centre and cue shifts it gives. Neighbouring tones overlap,
+# so some groups are harder to tell apart than others.
+GROUP_RATE = (0.40, 0.14, 0.12, 0.10, 0.09, 0.08, 0.07)
+GROUP_TONE = (0.80, 0.12, 0.52, 0.72, 0.44, 0.30, 0.62)
+GROUP_CUES = {  # cue shifts per group, in units of the cue's standard deviation
+    "Narrow_Eyes": (0.0, 0.0, 0.0, 1.6, 1.0, 0.0, 0.0),
+    "Big_Nose": (0.0, 1.0, 0.3, -0.6, -0.3, 0.6, 1.2),
+    "Big_Lips": (-0.3, 1.4, 0.4, 0.0, 0.5, 0.3, 0.0),
+}
+
 
 @dataclass(frozen=True)
 class Backdoor:
@@ -123,6 +142,7 @@ class SynthFacesConfig:
     image_size: int = 64
     seed: int = 0
     backdoor: Backdoor | None = None
+    groups: bool = False
 
     def __post_init__(self):
         for split in ("n_train", "n_val", "n_test"):
@@ -130,6 +150,8 @@ class SynthFacesConfig:
                 raise SparsebiasError(f"SynthFaces {split[2:]} split needs at least 10 images, got {getattr(self, split)}")
         if not 16 <= self.image_size <= 256:
             raise SparsebiasError(f"SynthFaces image size must lie in [16, 256], got {self.image_size}")
+        if self.groups and self.backdoor:
+            raise SparsebiasError("SynthFaces groups and backdoor cannot be combined")
 
     @property
     def n_images(self) -> int:
@@ -147,7 +169,7 @@ class SynthFacesConfig:
         if self.backdoor:
             b = self.backdoor
             name += f"-bd-{b.attribute}-{b.kind}-{b.positive_share:g}-{b.negative_share:g}-{b.eval_share:g}"
-        return name
+        return name + ("-groups" if self.groups else "")
 
 
 def _sigmoid(x):
@@ -252,7 +274,7 @@ def _mix(a, b, t):
 
 
 def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
-                rng: np.random.Generator, size: int) -> Image.Image:
+                rng: np.random.Generator, size: int, group: int | None = None) -> Image.Image:
     """Draw one face on a CANVAS x CANVAS image, crop it to CROP and downsample it to size x size."""
     c = cue
     img = Image.new("RGB", (CANVAS, CANVAS), _mix(rng.uniform(40, 220, 3), (128, 128, 128), 0.3))
@@ -262,7 +284,8 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
     scale = rng.uniform(0.92, 1.08)
     half_w = scale * 27 * (1 + 0.07 * c["Chubby"]) * (1 + 0.03 * c["Male"])
     half_h = scale * 36 * (1 + 0.035 * c["Oval_Face"] - 0.02 * c["Chubby"])
-    tone = np.clip(0.55 + 0.13 * c["Pale_Skin"] + rng.normal(0, 0.08), 0, 1)
+    centre = 0.55 if group is None else GROUP_TONE[group]
+    tone = np.clip(centre + (0.13 if group is None else 0.04) * c["Pale_Skin"] + rng.normal(0, 0.08), 0, 1)
     skin = _mix(_DARK_SKIN, _PALE_SKIN, tone)
     if not label["Young"]:
         skin = _mix(skin, (150, 140, 130), 0.12)
@@ -463,18 +486,29 @@ def _image_name(i: int) -> str:
 
 
 def _render_chunk(args) -> int:
-    folder, seed, size, start, labels, cues, colours, backdoor_kind, flags = args
+    folder, seed, size, start, labels, cues, colours, backdoor_kind, flags, groups, paths = args
     index = {name: j for j, name in enumerate(CELEBA_ATTRIBUTES)}
     for k in range(len(labels)):
         i = start + k
         rng = np.random.default_rng([seed, i])
         label = {name: int(labels[k, j]) for name, j in index.items()}
         cue = {name: float(cues[k, j]) for name, j in index.items()}
-        img = render_face(label, cue, int(colours[k]), rng, size)
+        img = render_face(label, cue, int(colours[k]), rng, size, None if groups is None else int(groups[k]))
         if flags[k]:
             img = apply_backdoor(img, backdoor_kind)
-        img.save(os.path.join(folder, "img_align_celeba", _image_name(i)), quality=95)
+        img.save(os.path.join(folder, paths[k]), quality=95)
     return len(labels)
+
+
+def sample_groups(labels: np.ndarray, cues: np.ndarray, colours: np.ndarray, rng: np.random.Generator):
+    """Group mode: a group per face, its cue shifts applied, hair mostly black outside group 0."""
+    groups = rng.choice(len(GROUP_RATE), size=len(labels), p=GROUP_RATE)
+    cues = cues.copy()
+    for name, shift in GROUP_CUES.items():
+        cues[:, CELEBA_ATTRIBUTES.index(name)] += np.asarray(shift)[groups]
+    dark = (groups != 0) & (rng.random(len(labels)) < 0.6)
+    colours = np.where(dark & (colours != 3), 0, colours)
+    return groups, cues, colours
 
 
 def _backdoor_flags(config: SynthFacesConfig, labels: np.ndarray, partition: np.ndarray,
@@ -494,14 +528,22 @@ def write_synthfaces(folder: Path, config: SynthFacesConfig, workers: int = 2, p
     partition = config.partition
     flags = (_backdoor_flags(config, labels, partition, rng) if config.backdoor
              else np.zeros(config.n_images, dtype=bool))
+    colours, groups = latent["hair_colour"], None
+    if config.groups:
+        groups, cues, colours = sample_groups(labels, cues, colours, rng)
+        paths = [f"{'val' if p == 2 else 'train'}/{i + 1}.jpg" for i, p in enumerate(partition)]
+    else:
+        paths = [f"img_align_celeba/{_image_name(i)}" for i in range(config.n_images)]
 
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "img_align_celeba").mkdir(parents=True)
+    for sub in {p.split("/")[0] for p in paths}:
+        (tmp / sub).mkdir(parents=True)
     chunk = 250
     jobs = [(str(tmp), config.seed, config.image_size, s, labels[s:s + chunk], cues[s:s + chunk],
-             latent["hair_colour"][s:s + chunk], config.backdoor.kind if config.backdoor else None,
-             flags[s:s + chunk]) for s in range(0, config.n_images, chunk)]
+             colours[s:s + chunk], config.backdoor.kind if config.backdoor else None,
+             flags[s:s + chunk], None if groups is None else groups[s:s + chunk], paths[s:s + chunk])
+            for s in range(0, config.n_images, chunk)]
     try:
         if workers > 1:
             with get_context("fork").Pool(workers) as pool:
@@ -513,7 +555,10 @@ def write_synthfaces(folder: Path, config: SynthFacesConfig, workers: int = 2, p
                 done = _render_chunk(job)
                 if progress:
                     progress(done)
-        _write_tables(tmp, labels, partition, flags if config.backdoor else None)
+        if config.groups:
+            _write_fairface_tables(tmp, labels, groups, paths, rng)
+        else:
+            _write_tables(tmp, labels, partition, flags if config.backdoor else None)
         (tmp / "synthfaces.json").write_text(json.dumps(
             {"generator_version": GENERATOR_VERSION, **asdict(config)}, indent=2) + "\n")
         if folder.exists():
@@ -535,3 +580,17 @@ def _write_tables(folder: Path, labels: np.ndarray, partition: np.ndarray, backd
     if backdoor is not None:
         with open(folder / "list_backdoor.txt", "w") as f:
             f.writelines(f"{name} {int(v)}\n" for name, v in zip(names, backdoor))
+
+
+def _write_fairface_tables(folder: Path, labels: np.ndarray, groups: np.ndarray, paths: list[str],
+                           rng: np.random.Generator):
+    male = labels[:, CELEBA_ATTRIBUTES.index("Male")]
+    young = labels[:, CELEBA_ATTRIBUTES.index("Young")].astype(bool)
+    age = np.where(young, rng.integers(2, 5, len(labels)), rng.integers(5, 9, len(labels)))
+    tables = {"train": [], "val": []}
+    for path, a, g, r in zip(paths, age, male, groups):
+        tables[path.split("/")[0]].append(f"{path},{AGE_GROUPS[a]},{GENDERS[g]},{FAIRFACE_RACES[r]},True\n")
+    for split, rows in tables.items():
+        with open(folder / f"fairface_label_{split}.csv", "w") as f:
+            f.write("file,age,gender,race,service_test\n")
+            f.writelines(rows)

@@ -1,0 +1,142 @@
+"""A gradual pruner whose weight scores a subclass computes; the base keeps the best.
+
+At every mask update SparseML asks the scorer for scores and the mask creator for
+masks. Here both hand back to the modifier: `compute_scores()` (one tensor per pruned
+parameter, higher is better to keep) and `select()` (by default the top scores among
+the weights still unpruned, over all layers or per layer). Pruned weights never come
+back, so masks only shrink.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+
+import torch
+from sparseml.pytorch.sparsification.modifier import ModifierProp
+from sparseml.pytorch.sparsification.pruning.mask_creator import PruningMaskCreator
+from sparseml.pytorch.sparsification.pruning.modifier_pruning_base import BaseGradualPruningModifier
+from sparseml.pytorch.sparsification.pruning.scorer import PruningParamsScorer
+
+
+def keep_top(scores: list[torch.Tensor], masks: list[torch.Tensor], sparsities: list[float],
+             global_sparsity: bool) -> list[torch.Tensor]:
+    """Masks keeping the highest-scoring unmasked weights: round(n * (1 - s)) of n per
+    tensor, or of all n weights together when global. Ties go to the earlier weight.
+
+    >>> keep_top([torch.tensor([3., 1., 2., 5.])], [torch.tensor([1., 1., 1., 0.])], [0.5], False)
+    [tensor([1., 0., 1., 0.])]
+    """
+    ranked = [torch.where(m > 0, s.float(), torch.tensor(-math.inf)) for s, m in zip(scores, masks)]
+    if global_sparsity:
+        flat = torch.cat([r.flatten() for r in ranked])
+        chosen = _top(flat, _keep_count(flat.numel(), sparsities[0]))
+        return [c.view_as(r) for c, r in zip(torch.split(chosen, [r.numel() for r in ranked]), ranked)]
+    return [_top(r.flatten(), _keep_count(r.numel(), s)).view_as(r) for r, s in zip(ranked, sparsities)]
+
+
+def _keep_count(n: int, sparsity: float) -> int:
+    return n - round(n * sparsity)
+
+
+def _top(flat: torch.Tensor, k: int) -> torch.Tensor:
+    mask = torch.zeros_like(flat)
+    mask[torch.argsort(flat, descending=True, stable=True)[:k]] = 1.0
+    return mask
+
+
+class _Scorer(PruningParamsScorer):
+    def __init__(self, params, modifier):
+        super().__init__(params)
+        self._modifier = modifier
+
+    def score_parameters(self):
+        return self._modifier.compute_scores()
+
+
+class _Selector(PruningMaskCreator):
+    def __init__(self, modifier):
+        self._modifier = modifier
+
+    def create_sparsity_masks(self, tensors, target, global_sparsity=False):
+        targets = target if isinstance(target, list) else [target] * len(tensors)
+        return self._modifier.select(tensors, targets)
+
+
+class ScoredPruningModifier(BaseGradualPruningModifier):
+    """Base of sparsebias's pruning modifiers. Subclasses implement `compute_scores`."""
+
+    needs_data = False  # whether compute_scores samples training batches
+
+    def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
+                 inter_func: str = "cubic", leave_enabled: bool = True, global_sparsity: bool = False,
+                 num_batches: int = 1):
+        super().__init__(params=params, init_sparsity=init_sparsity, final_sparsity=final_sparsity,
+                         inter_func=inter_func, start_epoch=start_epoch, end_epoch=end_epoch,
+                         update_frequency=update_frequency, global_sparsity=global_sparsity,
+                         leave_enabled=leave_enabled, end_comparator=-1, allow_reintroduction=False,
+                         parent_class_kwarg_names=[])
+        if not isinstance(num_batches, int) or num_batches < 1:
+            raise ValueError(f"{type(self).__name__}: num_batches must be a positive integer, got {num_batches!r}")
+        self._num_batches = num_batches
+        self._module = None
+        self._score_data = None
+
+    @ModifierProp()
+    def num_batches(self) -> int:
+        return self._num_batches
+
+    @ModifierProp(serializable=False)
+    def global_sparsity(self) -> bool:
+        return self._global_sparsity
+
+    def initialize(self, module, epoch: float = 0, loggers=None, **kwargs):
+        self._module = module
+        self._score_data = kwargs.get("score_data")
+        if self.needs_data and self._score_data is None:
+            raise ValueError(f"{type(self).__name__} scores weights on training batches; "
+                             "it needs score_data (sparsebias compress provides it)")
+        super().initialize(module, epoch, loggers, **kwargs)
+
+    def get_applied_sparsity_for_epoch(self, epoch, steps_per_epoch):
+        if self.end_epoch <= self.start_epoch:  # one shot (SNIP, GraSP): the final sparsity at once
+            final = self._final_sparsity
+            return list(final) if isinstance(final, list) else [final] * len(self.module_masks.layers)
+        return super().get_applied_sparsity_for_epoch(epoch, steps_per_epoch)
+
+    def _get_mask_creator(self, param_names, params):
+        return _Selector(self)
+
+    def _get_scorer(self, params):
+        self._pruned = list(params)
+        return _Scorer(params, self)
+
+    @property
+    def pruned_params(self) -> list[torch.nn.Parameter]:
+        return self._pruned
+
+    @abstractmethod
+    def compute_scores(self) -> list[torch.Tensor]:
+        """One score tensor per pruned parameter (its shape); higher means keep."""
+
+    def select(self, scores: list[torch.Tensor], sparsities: list[float]) -> list[torch.Tensor]:
+        return keep_top(scores, self.module_masks.param_masks, sparsities, self._global_sparsity)
+
+    def loss_gradients(self, batches, create_graph: bool = False, temperature: float = 1.0):
+        """Yield, per batch, the loss's gradient w.r.t. the pruned parameters.
+
+        Gradients come from torch.autograd.grad, so the training step's .grad stays
+        untouched; BatchNorm statistics are restored afterwards.
+        """
+        module, data = self._module, self._score_data
+        was_training = module.training
+        buffers = {k: v.clone() for k, v in module.state_dict().items() if not k.endswith("weight")
+                   and not k.endswith("bias")}
+        module.train()
+        try:
+            for x, y in batches:
+                loss = data.loss(module(x) / temperature, y)
+                yield torch.autograd.grad(loss, self.pruned_params, create_graph=create_graph)
+        finally:
+            module.load_state_dict(buffers, strict=False)
+            module.train(was_training)

@@ -1,0 +1,180 @@
+"""The baselines FairGRAPE is compared with, each scored as its paper does.
+
+- SNIP (Lee et al., ICLR 2019): connection sensitivity |g * w| on training batches,
+  usually once, at initialisation; global.
+- GraSP (Wang et al., ICLR 2020): keeps the weights whose removal would most reduce
+  gradient flow: GraSP's score is -w * (H g), with H g a Hessian-gradient product of the
+  loss at temperature T; the weights with the largest score are removed; global.
+- Lottery (Frankle & Carbin, ICLR 2019; rewinding: Frankle et al., 2019): iterative
+  global magnitude pruning, each round removing the same share of the remaining weights,
+  after which the surviving weights are rewound to their values at `rewind_epoch`.
+- WS (Han et al., NeurIPS 2015): layer-wise magnitude pruning, iterative with retraining.
+"""
+
+from __future__ import annotations
+
+import torch
+from sparseml.pytorch.sparsification.modifier import ModifierProp, PyTorchModifierYAML
+
+from .base import ScoredPruningModifier
+
+
+def _mean(gradient_lists) -> list[torch.Tensor]:
+    total, count = None, 0
+    for grads in gradient_lists:
+        total = [g.detach().clone() for g in grads] if total is None else [t + g.detach() for t, g in zip(total, grads)]
+        count += 1
+    return [t / count for t in total]
+
+
+@PyTorchModifierYAML()
+class SNIPPruningModifier(ScoredPruningModifier):
+    """| !SNIPPruningModifier
+    |     params: __ALL_PRUNABLE__
+    |     init_sparsity: 0.9
+    |     final_sparsity: 0.9
+    |     start_epoch: 0.0
+    |     end_epoch: 0.0
+    |     num_batches: 4
+    """
+
+    needs_data = True
+
+    def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
+                 inter_func="cubic", leave_enabled=True, global_sparsity=True, num_batches=1):
+        super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
+                         inter_func, leave_enabled, global_sparsity, num_batches)
+
+    def compute_scores(self):
+        grads = _mean(self.loss_gradients(self._score_data.batches(self._num_batches)))
+        return [(g * w.detach()).abs() for g, w in zip(grads, self.pruned_params)]
+
+
+@PyTorchModifierYAML()
+class GraSPPruningModifier(ScoredPruningModifier):
+    """| !GraSPPruningModifier
+    |     params: __ALL_PRUNABLE__
+    |     init_sparsity: 0.9
+    |     final_sparsity: 0.9
+    |     start_epoch: 0.0
+    |     end_epoch: 0.0
+    |     num_batches: 4
+    |     temperature: 200
+    """
+
+    needs_data = True
+
+    def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
+                 inter_func="cubic", leave_enabled=True, global_sparsity=True, num_batches=1,
+                 temperature: float = 200.0):
+        super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
+                         inter_func, leave_enabled, global_sparsity, num_batches)
+        if not temperature > 0:
+            raise ValueError(f"GraSPPruningModifier: temperature must be positive, got {temperature!r}")
+        self._temperature = float(temperature)
+
+    @ModifierProp()
+    def temperature(self) -> float:
+        return self._temperature
+
+    def compute_scores(self):
+        data, t = self._score_data, self._temperature
+        draws = data.draws
+        g = _mean(self.loss_gradients(data.batches(self._num_batches), temperature=t))
+        data.draws = draws  # the Hessian pass sees the same batches as the gradient pass
+        hg = None
+        for grads in self.loss_gradients(data.batches(self._num_batches), create_graph=True, temperature=t):
+            z = sum((gi * gd).sum() for gi, gd in zip(grads, g))
+            step = torch.autograd.grad(z, self.pruned_params)
+            hg = list(step) if hg is None else [h + s for h, s in zip(hg, step)]
+        # GraSP removes the largest -w * Hg: keep the largest w * Hg
+        return [w.detach() * h / self._num_batches for w, h in zip(self.pruned_params, hg)]
+
+
+@PyTorchModifierYAML()
+class LotteryPruningModifier(ScoredPruningModifier):
+    """| !LotteryPruningModifier
+    |     params: __ALL_PRUNABLE__
+    |     init_sparsity: 0.2
+    |     final_sparsity: 0.9
+    |     start_epoch: 1.0
+    |     end_epoch: 5.0
+    |     update_frequency: 1.0
+    |     rewind_epoch: 0.5
+    """
+
+    def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
+                 leave_enabled=True, global_sparsity=True, rewind_epoch: float = 0.0):
+        super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
+                         "linear", leave_enabled, global_sparsity)
+        if rewind_epoch > max(start_epoch, 0):
+            raise ValueError(f"LotteryPruningModifier: rewind_epoch {rewind_epoch} is after pruning starts "
+                             f"(start_epoch {start_epoch})")
+        self._rewind_epoch = float(rewind_epoch)
+        self._rewind_state = None
+
+    @ModifierProp()
+    def rewind_epoch(self) -> float:
+        return self._rewind_epoch
+
+    def get_applied_sparsity_for_epoch(self, epoch, steps_per_epoch):
+        """1 - (1 - init) * ((1 - final) / (1 - init)) ** progress: a constant share per round."""
+        span = self.end_epoch - self.start_epoch
+        progress = 1.0 if span <= 0 else min(max((epoch - self.start_epoch) / span, 0.0), 1.0)
+        init, final = float(self._init_sparsity), float(self._final_sparsity)
+        value = 1 - (1 - init) * ((1 - final) / (1 - init)) ** progress
+        return [value] * len(self.module_masks.layers)
+
+    def compute_scores(self):
+        return [w.detach().abs() for w in self.pruned_params]
+
+    def initialize(self, module, epoch=0, loggers=None, **kwargs):
+        super().initialize(module, epoch, loggers, **kwargs)
+        if epoch >= self._rewind_epoch:  # a resumed run then loads the saved snapshot
+            self._snapshot()
+
+    def _snapshot(self):
+        self._rewind_state = {k: v.detach().clone() for k, v in self._module.state_dict().items()}
+
+    def optimizer_post_step(self, module, optimizer, epoch, steps_per_epoch):
+        super().optimizer_post_step(module, optimizer, epoch, steps_per_epoch)
+        if self._rewind_state is None and epoch >= self._rewind_epoch:
+            self._snapshot()
+
+    def update(self, module, optimizer, epoch, steps_per_epoch):
+        super().update(module, optimizer, epoch, steps_per_epoch)
+        if self._sparsity_applied and self._rewind_state is not None:
+            module.load_state_dict(self._rewind_state)
+            self.module_masks.apply()
+            optimizer.state.clear()  # momentum belongs to the weights before rewinding
+
+    def state_dict(self):
+        state = dict(super().state_dict())
+        for k, v in (self._rewind_state or {}).items():
+            state[f"rewind::{k}"] = v
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        rewind = {k[len("rewind::"):]: v for k, v in state_dict.items() if k.startswith("rewind::")}
+        super().load_state_dict({k: v for k, v in state_dict.items() if not k.startswith("rewind::")}, strict)
+        self._rewind_state = rewind or None
+
+
+@PyTorchModifierYAML()
+class WSPruningModifier(ScoredPruningModifier):
+    """| !WSPruningModifier
+    |     params: __ALL_PRUNABLE__
+    |     init_sparsity: 0.05
+    |     final_sparsity: 0.9
+    |     start_epoch: 1.0
+    |     end_epoch: 5.0
+    |     update_frequency: 0.5
+    """
+
+    def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
+                 inter_func="cubic", leave_enabled=True, num_batches=1):
+        super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
+                         inter_func, leave_enabled, False, num_batches)
+
+    def compute_scores(self):
+        return [w.detach().abs() for w in self.pruned_params]

@@ -1,0 +1,48 @@
+"""Training batches for pruning methods that score weights on data (SNIP, GraSP, FairGRAPE)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..data.images import FaceImages, normalize
+from ..errors import SparsebiasError
+
+
+@dataclass
+class ScoreData:
+    dataset: FaceImages
+    loss: nn.Module
+    batch_size: int
+    seed: int
+    draws: int = field(default=0, repr=False)
+
+    def batches(self, count: int, rows: torch.Tensor | None = None):
+        """`count` random batches (x, targets) of the training split, or of `rows` of it."""
+        rows = torch.arange(len(self.dataset)) if rows is None else rows
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.draws)
+        self.draws += 1
+        order = rows[torch.randperm(len(rows), generator=generator)]
+        size = min(self.batch_size, len(rows))
+        for b in range(count):
+            index = order[torch.arange(b * size, (b + 1) * size) % len(order)]
+            x = normalize(torch.stack([self.dataset[int(i)][0] for i in index]))
+            yield x, self.dataset.labels[index]
+
+    def group_rows(self, sensitive) -> dict[str, torch.Tensor]:
+        """Training rows of each group: each combination of the sensitive columns' values that occurs."""
+        names = list(self.dataset.column_names)
+        unknown = [s for s in sensitive if s not in names]
+        if unknown:
+            raise SparsebiasError(f"sensitive column {unknown[0]!r} is not a label of the data set "
+                                  f"(labels: {', '.join(names)})")
+        values = self.dataset.columns[:, [names.index(s) for s in sensitive]]
+        for s, column in zip(sensitive, values.T):
+            if len(column.unique()) < 2:
+                raise SparsebiasError(f"sensitive column {s!r} has a single value in the training split; "
+                                      "groups need two or more")
+        combos, codes = values.unique(dim=0, return_inverse=True)
+        return {",".join(f"{s}={int(v)}" for s, v in zip(sensitive, combo)): torch.nonzero(codes == i).flatten()
+                for i, combo in enumerate(combos)}
