@@ -206,6 +206,7 @@ def inputs_from_bundles(bundle_path, reference_path, split: str = "test", identi
     from .bundle import load_bundle
 
     bundle, reference = load_bundle(bundle_path), load_bundle(reference_path)
+    bundle.require_binary("the attribute audit (gate, overrides)")
     attributes = bundle.attributes
     missing = [x for x in attributes if x not in reference.attributes]
     if missing:

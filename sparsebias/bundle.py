@@ -46,6 +46,12 @@ class Bundle:
     def attributes(self) -> list[str]:
         return self.manifest["attributes"]
 
+    def require_binary(self, command: str) -> None:
+        """Thresholds, override tables and gate policies are per binary attribute."""
+        if "heads" in self.manifest["output"]:
+            raise SparsebiasError(f"{self.path}: {command} works on bundles of binary attributes; this one classifies "
+                                  f"{', '.join(self.attributes)} (class heads): use `sparsebias audit` in group mode")
+
     def file(self, name: str) -> Path:
         return self.path / name
 

@@ -174,6 +174,8 @@ def predict(bundle, paths, engine, batch_size, cores, out_file):
               help="Comma-separated identity attributes (default: Male,Young,Chubby,Pale_Skin).")
 @click.option("--intersect", default=None, help="Two identities whose intersection forms the groups for the "
               "FairGRAPE group metrics (default: the first two).")
+@click.option("--reference-group", default=None,
+              help="Group mode: the group whose PIE rate is compared with the rest, COLUMN=GROUP (default race=White).")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Files mode: eval labels (CSV/Parquet, id + columns).")
 @click.option("--logits", type=click.Path(dir_okay=False), help="Files mode: the model's eval logits.")
 @click.option("--reference-logits", type=click.Path(dir_okay=False), help="Files mode: the reference's eval logits.")
@@ -184,20 +186,27 @@ def predict(bundle, paths, engine, batch_size, cores, out_file):
               help="Files mode, optional: the reference's val logits.")
 @click.option("--out", "out_dir", default="audit-report", show_default=True, type=click.Path(file_okay=False),
               help="Folder for report.json, report.md, report.html and the plots.")
-def audit(bundle, reference, split, identities, intersect, labels, logits, reference_logits, train_labels,
-          val_labels, val_logits, val_reference_logits, out_dir):
+def audit(bundle, reference, split, identities, intersect, reference_group, labels, logits, reference_logits,
+          train_labels, val_labels, val_logits, val_reference_logits, out_dir):
     """Audit a compressed model against its dense reference for bias.
 
     Either two bundles, or files of labels and logits from any model (files mode).
+    Bundles that classify groups (FairFace, UTKFace, SynthFaces groups=1) are audited in
+    group mode: accuracy, FNR, FPR, Std(dAcc), AP, Std(AP), Std(dAP) per sensitive group,
+    PIE rates and per-class-size scores; --identity then names the group columns.
 
     \b
     Example:
       sparsebias audit exported/resnet18_99 --reference exported/resnet18_dense --out audit/r18_99
       sparsebias audit --labels test.csv --logits pruned.csv --reference-logits dense.csv \\
                        --train-labels train.csv --out audit/mine
+      sparsebias audit runs/groups/bundles/fairgrape-s0 --reference runs/groups/bundles/dense-s0 \\
+                       --reference-group race=Black --out audit/fairgrape
     """
     from .audit import audit as run, inputs_from_bundles, inputs_from_files
+    from .bundle import load_bundle
     from .report.audit import summary_lines, write_audit_report
+    from .tasks import Outputs
 
     names = _names(identities)
     pair = _names(intersect)
@@ -207,6 +216,8 @@ def audit(bundle, reference, split, identities, intersect, labels, logits, refer
             raise SparsebiasError("--reference: the dense bundle to audit against is required")
         if any(files.values()):
             raise SparsebiasError("give either a bundle or --labels/--logits files, not both")
+        if not Outputs.from_manifest(load_bundle(bundle).manifest).binary:
+            return _group_audit(bundle, reference, split, names, reference_group, out_dir)
         inputs = inputs_from_bundles(bundle, reference, split=split, identities=names, intersect=pair)
     else:
         missing = [f"--{k.replace('_', '-')}" for k, v in files.items() if not v]
@@ -217,6 +228,18 @@ def audit(bundle, reference, split, identities, intersect, labels, logits, refer
                                    split=split)
     report = run(inputs)
     written = write_audit_report(report, out_dir)
+    click.echo("\n".join(summary_lines(report)))
+    click.echo(f"wrote {len(written)} files to {out_dir}/ (report.md, report.html, report.json)")
+
+
+def _group_audit(bundle, reference, split, sensitive, reference_group, out_dir):
+    from .bundle import load_bundle
+    from .group_audit import group_audit, group_inputs_from_bundles
+    from .report.groups import summary_lines, write_group_report
+
+    report = group_audit(group_inputs_from_bundles(load_bundle(bundle), load_bundle(reference), split=split,
+                                                   sensitive=sensitive, reference_group=reference_group))
+    written = write_group_report(report, out_dir)
     click.echo("\n".join(summary_lines(report)))
     click.echo(f"wrote {len(written)} files to {out_dir}/ (report.md, report.html, report.json)")
 

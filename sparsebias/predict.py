@@ -2,8 +2,9 @@
 
 Images are prepared as the bundle's manifest says (shorter side resized, centre crop,
 scaled and standardised). Decisions use the bundle's calibrated thresholds when it has
-them (else p > 0.5), then its override table, matched by the image file's sha256. An
-image that cannot be read is reported and skipped; the rest are still predicted.
+them (else p > 0.5), then its override table, matched by the image file's sha256. A
+bundle with class heads (gender, race) gives each head's softmax and its most likely
+class. An image that cannot be read is reported and skipped; the rest are still predicted.
 """
 
 from __future__ import annotations
@@ -21,17 +22,20 @@ from .errors import SparsebiasError
 from .metrics import decisions, sigmoid
 from .mitigate.overrides import read_overrides
 from .mitigate.thresholds import read_thresholds
+from .tasks import Outputs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
 class Predictions:
-    attributes: list[str]
+    attributes: list[str]                                 # attributes, or class heads
+    probability_names: list[str] = field(default_factory=list)  # one per probability column
+    classes: tuple | None = None                          # per head, for class heads
     paths: list[Path] = field(default_factory=list)
     sha256: list[str] = field(default_factory=list)       # content keys, as override tables use
-    probabilities: np.ndarray = None                      # (n, attributes)
-    decisions: np.ndarray = None                          # (n, attributes) of 0/1
+    probabilities: np.ndarray = None                      # (n, probability columns)
+    decisions: np.ndarray = None                          # (n, attributes): 0/1, or class index per head
     decided_by: str = "threshold 0.5"
     overridden: list[list[str]] = field(default_factory=list)   # per image, attributes set by the override table
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
@@ -63,7 +67,10 @@ def predict(bundle_path, paths, *, engine: str = "deepsparse", batch_size: int =
     size = model.input_shape[-1]
     runner = load_engine(engine, model, batch_size, cores)
     files = find_images(paths)
-    result = Predictions(attributes=list(model.bundle.attributes))
+    outputs = Outputs.from_manifest(model.bundle.manifest)
+    result = Predictions(attributes=list(outputs.names), classes=outputs.classes,
+                         probability_names=list(outputs.names) if outputs.binary else
+                         [f"{h}={c}" for h, classes in zip(outputs.names, outputs.classes) for c in classes])
     logits = []
     for start in range(0, len(files), batch_size):
         images = []
@@ -79,7 +86,12 @@ def predict(bundle_path, paths, *, engine: str = "deepsparse", batch_size: int =
             logits.append(runner.predict(batch))
         if progress:
             progress(min(start + batch_size, len(files)), len(files))
-    logits = np.concatenate(logits) if logits else np.zeros((0, len(result.attributes)), np.float32)
+    logits = np.concatenate(logits) if logits else np.zeros((0, outputs.size), np.float32)
+    if not outputs.binary:
+        result.probabilities = np.concatenate([outputs.probabilities(logits, h) for h in outputs.names], axis=1)
+        result.decisions = outputs.predict(logits)
+        result.decided_by = "most likely class per head"
+        return result
     result.probabilities = sigmoid(logits)
     thresholds, overrides = read_thresholds(model.bundle), read_overrides(model.bundle)
     result.decisions = decisions(logits, 0.0 if thresholds is None else thresholds)
@@ -94,12 +106,15 @@ def predict(bundle_path, paths, *, engine: str = "deepsparse", batch_size: int =
 
 
 def predictions_csv(result: Predictions) -> str:
-    """One row per image: path, sha256, p_<attribute> and <attribute> (0/1) for each attribute, overridden."""
+    """One row per image: path, sha256, p_<attribute> and <attribute> (0/1) for each attribute, overridden.
+
+    For class heads: p_<head>=<class> for every class, and <head> holding the chosen class."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "sha256", *(f"p_{a}" for a in result.attributes), *result.attributes, "overridden"])
+    writer.writerow(["path", "sha256", *(f"p_{a}" for a in result.probability_names), *result.attributes, "overridden"])
     for i, path in enumerate(result.paths):
-        writer.writerow([str(path), result.sha256[i], *(f"{p:.6f}" for p in result.probabilities[i]),
-                         *(int(d) for d in result.decisions[i]),
+        chosen = [int(d) for d in result.decisions[i]] if result.classes is None else \
+            [classes[d] for classes, d in zip(result.classes, result.decisions[i])]
+        writer.writerow([str(path), result.sha256[i], *(f"{p:.6f}" for p in result.probabilities[i]), *chosen,
                          ";".join(result.overridden[i]) if result.overridden else ""])
     return out.getvalue()

@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
 from .metrics import accuracy_score, decisions, roc_auc_score
 
@@ -58,11 +56,14 @@ class Outputs:
         return {"name": output_name, "activation": "softmax per head",
                 "heads": [{"name": n, "classes": list(c)} for n, c in zip(self.names, self.classes)]}
 
-    def target_dtype(self) -> torch.dtype:
-        return torch.float32 if self.binary else torch.long
+    def loss(self):
+        """The training loss: binary cross-entropy, or cross-entropy summed over heads."""
+        import torch.nn.functional as F
 
-    def loss(self) -> nn.Module:
-        return nn.BCEWithLogitsLoss() if self.binary else _HeadsCrossEntropy(list(self.slices().values()))
+        if self.binary:
+            return F.binary_cross_entropy_with_logits
+        slices = list(self.slices().values())
+        return lambda logits, targets: sum(F.cross_entropy(logits[:, s], targets[:, j]) for j, s in enumerate(slices))
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
         """Decisions (binary, z > 0) or the class index of each head: (n, heads)."""
@@ -87,12 +88,3 @@ class Outputs:
                                                      logits[:, s]))
                             for j, (c, s) in enumerate(zip(self.classes, self.slices().values()))])
         return {"accuracy": accuracy, "auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")}
-
-
-class _HeadsCrossEntropy(nn.Module):
-    def __init__(self, slices: list[slice]):
-        super().__init__()
-        self.slices = slices
-
-    def forward(self, logits, targets):
-        return sum(nn.functional.cross_entropy(logits[:, s], targets[:, j]) for j, s in enumerate(self.slices))

@@ -61,3 +61,23 @@ def sparse_bundle(tmp_path_factory, repo):
     assert result.exit_code == 0, result.output
     assert "mean AUC" in result.output and "per-layer sparsity" in result.output
     return load_bundle(out / "resnet18_90")
+
+
+GROUP_DATA = "synthfaces:train=160,val=40,test=300,size=32,groups=1"
+
+
+@pytest.fixture(scope="session")
+def group_bundles(tmp_path_factory, repo):
+    """Tiny resnet18 gender + race classifiers: dense, and FairGRAPE-pruned to 80%, once per session."""
+    from sparsebias.compress import compress
+    from sparsebias.recipes import parse_overrides
+
+    out = tmp_path_factory.mktemp("groups")
+    settings = [*TINY_SETTINGS, "arch=resnet18"]
+    dense = compress(repo / "recipes/groups/dense.yaml", data=GROUP_DATA,
+                     overrides=parse_overrides([*settings, "num_epochs=3"]),
+                     attributes=["gender", "race"], name="dense", out_dir=out, echo=lambda *a, **k: None)
+    fair = compress(repo / "recipes/groups/fairgrape.yaml", data=GROUP_DATA,
+                    overrides=parse_overrides([*settings, "num_epochs=5", "final_sparsity=0.8"]),
+                    attributes=["gender", "race"], name="fairgrape", out_dir=out, echo=lambda *a, **k: None)
+    return dense, fair

@@ -422,8 +422,8 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
 
     # nose: size and tip shape
     nose = _mix(skin, (70, 45, 35), 0.35)
-    length = 11 * (1 + 0.16 * c["Big_Nose"])
-    width = 5 * (1 + 0.2 * c["Big_Nose"])
+    length = 11 * max(1 + 0.16 * c["Big_Nose"], 0.05)  # the floor only touches cues that used to crash
+    width = 5 * max(1 + 0.2 * c["Big_Nose"], 0.05)
     tip = np.clip(0.5 + 0.3 * c["Pointy_Nose"], 0, 1)
     ny = cy - 2
     d.polygon([(cx, ny), (cx - width, ny + length), (cx + width, ny + length)], fill=_mix(skin, nose, 0.4))

@@ -10,9 +10,11 @@ from .calibration import (expected_calibration_error, reliability_curve, sigmoid
 from .classification import accuracy_score, average_precision_score, decisions, roc_auc_score
 from .exemplars import compression_identified_exemplars, modal_labels, pie_mask, pie_rates
 from .groups import group_metrics, intersectional_groups, macro_average_precision, macro_error_rates
+from .multiclass import class_balanced_entropy, macro_scores, per_class_scores, scores_by_class_size
 
-__all__ = ["accuracy_score", "average_precision_score", "bias_amplification", "compression_identified_exemplars",
+__all__ = ["accuracy_score", "average_precision_score", "bias_amplification", "class_balanced_entropy",
+           "compression_identified_exemplars",
            "decisions", "expected_calibration_error", "group_metrics", "intersectional_groups",
-           "label_interdependence", "macro_average_precision", "macro_error_rates", "modal_labels", "pie_mask",
-           "pie_rates", "reliability_curve", "roc_auc_score", "sigmoid", "threshold_calibration_bias",
+           "label_interdependence", "macro_average_precision", "macro_error_rates", "macro_scores", "modal_labels",
+           "per_class_scores", "pie_mask", "pie_rates", "reliability_curve", "roc_auc_score", "scores_by_class_size", "sigmoid", "threshold_calibration_bias",
            "training_rates", "uncertainty_rate"]

@@ -38,11 +38,15 @@ def macro_error_rates(y_true, y_pred, classes=None) -> tuple[float, float]:
 
 
 def macro_average_precision(y_true, scores, classes) -> float:
-    """One-vs-rest AP per class, averaged over the classes present; scores (n, C), or (n,) for two classes."""
+    """One-vs-rest AP per class, averaged over the classes present.
+
+    Classes are integers indexing the columns of scores (n, C); (n,) scores are the
+    two-class case, a higher score meaning class 1.
+    """
     y, s = np.asarray(y_true), np.asarray(scores, dtype=float)
     if s.ndim == 1:
-        s = np.c_[-s, s]  # binary: a higher score means class 1
-    ap = [average_precision_score(y == c, s[:, i])[0] for i, c in enumerate(classes) if (y == c).any()]
+        s = np.c_[-s, s]
+    ap = [average_precision_score(y == c, s[:, int(c)])[0] for c in classes if (y == c).any()]
     return float(np.mean(ap)) if ap else float("nan")
 
 

@@ -67,6 +67,7 @@ def calibrate_bundle(path, split: str = "val"):
     from ..bundle import load_bundle, update_bundle
 
     bundle = load_bundle(path)
+    bundle.require_binary("calibrate")
     data = bundle.split(split)
     if "logits" not in data:
         raise SparsebiasError(f"bundle {bundle.path} has no logits for the {split!r} split")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
-from torch import nn
 
 from ..data.images import FaceImages, normalize
 from ..errors import SparsebiasError
@@ -14,7 +14,7 @@ from ..errors import SparsebiasError
 @dataclass
 class ScoreData:
     dataset: FaceImages
-    loss: nn.Module
+    loss: Callable
     batch_size: int
     seed: int
     draws: int = field(default=0, repr=False)
@@ -32,7 +32,8 @@ class ScoreData:
             yield x, self.dataset.labels[index]
 
     def group_rows(self, sensitive) -> dict[str, torch.Tensor]:
-        """Training rows of each group: each combination of the sensitive columns' values that occurs."""
+        """Training rows of each group: each combination of the sensitive columns' values that
+        occurs at least twice (a batch of one cannot pass BatchNorm in training mode)."""
         names = list(self.dataset.column_names)
         unknown = [s for s in sensitive if s not in names]
         if unknown:
@@ -44,5 +45,6 @@ class ScoreData:
                 raise SparsebiasError(f"sensitive column {s!r} has a single value in the training split; "
                                       "groups need two or more")
         combos, codes = values.unique(dim=0, return_inverse=True)
-        return {",".join(f"{s}={int(v)}" for s, v in zip(sensitive, combo)): torch.nonzero(codes == i).flatten()
+        rows = {",".join(f"{s}={int(v)}" for s, v in zip(sensitive, combo)): torch.nonzero(codes == i).flatten()
                 for i, combo in enumerate(combos)}
+        return {group: r for group, r in rows.items() if len(r) >= 2}

@@ -1,0 +1,143 @@
+"""Reports of group-mode audits: one audit (report.md/html/json + PNG), and the method
+comparison of a sweep in the layout of FairGRAPE's supplement, Tables 1 and 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .audit import Section, to_html, to_markdown
+from .files import markdown_table, save_figure, write_atomic, write_json
+
+
+def _pct(x, digits=1):
+    return "-" if x is None or not np.isfinite(x) else f"{100 * x:.{digits}f}"
+
+
+def _f(x, digits=3):
+    return "-" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def intersection(report: dict) -> str:
+    """The grouping Table 1 uses: the intersection of all sensitive columns, else the only one."""
+    return report["groupings"][-1]
+
+
+def table2_grouping(report: dict, task: str) -> str | None:
+    """Table 2 groups each single-column task by the other sensitive column (gender by race)."""
+    others = [g for g in report["groupings"][:-1] if g != task and " x " not in g]
+    return others[0] if others and " x " not in task else None
+
+
+def mean_ap(metrics: dict) -> float:
+    return float(np.mean(list(metrics["group_ap"].values())))
+
+
+def summary_lines(report: dict) -> list[str]:
+    c, r = report["models"]["compressed"]["name"], report["models"]["reference"]["name"]
+    grouping = intersection(report)
+    lines = [f"{c} vs {r}, {report['split']} split, groups by {grouping}:"]
+    for task, t in report["tasks"].items():
+        m, ref = t["compressed"]["by"][grouping], t["reference"]["by"][grouping]
+        lines.append(f"  {task:16s} accuracy {_pct(m['accuracy'])}% (reference {_pct(ref['accuracy'])}%), "
+                     f"FNR {_pct(m['fnr'], 2)}, FPR {_pct(m['fpr'], 2)}, Std(dAcc) {_pct(m['std_dacc'], 2)}, "
+                     f"PIE gap ({t['pie']['reference_group']} vs rest) {_pct(t['pie']['gap'], 2)}")
+    return lines
+
+
+def sections(report: dict, images: dict[str, str]) -> list[Section]:
+    grouping = intersection(report)
+    parts = [Section("Setting", text=[
+        f"Split {report['split']}; groupings: {', '.join(report['groupings'])}. Tasks are the model's class heads "
+        "and, with two heads, their joint classification. Percentages as in FairGRAPE's supplement; "
+        "Std(dAcc) is the sample standard deviation over groups of (compressed - reference) accuracy."])]
+    rows = []
+    for task, t in report["tasks"].items():
+        for side in ("reference", "compressed"):
+            m = t[side]["by"][grouping]
+            rows.append([task, report["models"][side]["name"], _pct(m["accuracy"]), _pct(m["fnr"], 2),
+                         _pct(m["fpr"], 2), _pct(m.get("std_dacc"), 2)])
+    parts.append(Section(f"Accuracy and bias (supplement Table 1 layout), groups by {grouping}",
+                         header=["task", "model", "Acc", "FNR", "FPR", "Std(dAcc)"], rows=rows))
+    rows = []
+    for task, t in report["tasks"].items():
+        by = table2_grouping(report, task)
+        for side in ("reference", "compressed") if by else ():
+            m = t[side]["by"][by]
+            rows.append([task, by, report["models"][side]["name"], _f(mean_ap(m)), _f(m["std_ap"]),
+                         _f(m.get("std_dap"))])
+    parts.append(Section("Average precision by group (supplement Table 2 layout)",
+                         text=["AP is one-vs-rest, macro over classes, per group; the AP column is its mean over groups. "
+                               "Each single task is grouped by the other sensitive column, as in the supplement."],
+                         header=["task", "groups", "model", "AP", "Std(AP)", "Std(dAP)"], rows=rows))
+    for task, t in report["tasks"].items():
+        by = table2_grouping(report, task) or grouping
+        groups = list(t["compressed"]["by"][by]["group_accuracy"])
+        parts.append(Section(f"{task}: accuracy per {by} group", header=["group", "samples", "reference", "compressed", "change"],
+                             rows=[[g, report["group_sizes"][by][g], _pct(t["reference"]["by"][by]["group_accuracy"][g]),
+                                    _pct(t["compressed"]["by"][by]["group_accuracy"][g]),
+                                    _pct(t["compressed"]["by"][by]["group_accuracy"][g]
+                                         - t["reference"]["by"][by]["group_accuracy"][g])] for g in groups],
+                             images=[images[f"groups_{task}"]] if f"groups_{task}" in images else []))
+    rows = [[task, t["pie"]["reference_group"], _pct(t["pie"]["rate"], 2), _pct(t["pie"]["rate_reference_group"], 2),
+             _pct(t["pie"]["rate_rest"], 2), _pct(t["pie"]["gap"], 2)] for task, t in report["tasks"].items()]
+    parts.append(Section(f"PIE: right under the reference, wrong compressed (supplement Figure 4), by {report['pie_grouping']}",
+                         header=["task", "reference group", "PIE %", "in group %", "rest %", "gap (rest - group)"],
+                         rows=rows, images=[images["pie"]] if "pie" in images else []))
+    rows = []
+    for task, t in report["tasks"].items():
+        for side in ("reference", "compressed"):
+            s = t[side]
+            buckets = "; ".join(f"{k}: F1 {_pct(v['f1'])} ({v['classes']} cl.)" for k, v in s["by_class_size"].items())
+            rows.append([task, report["models"][side]["name"], _pct(s["precision"]), _pct(s["recall"]), _pct(s["f1"]),
+                         _f(s["entropy"]), buckets])
+    parts.append(Section("Macro precision, recall, F1 by class size and class-balanced entropy (CVPR Appendix L)",
+                         header=["task", "model", "P", "R", "F1", "entropy", "F1 by test class size"], rows=rows))
+    return parts
+
+
+def figures(report: dict) -> dict:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    for task, t in report["tasks"].items():
+        by = table2_grouping(report, task) or intersection(report)
+        groups = list(t["compressed"]["by"][by]["group_accuracy"])
+        x = np.arange(len(groups))
+        fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(groups) + 2), 3.2))
+        for k, side in enumerate(("reference", "compressed")):
+            ax.bar(x + (k - 0.5) * 0.4, [t[side]["by"][by]["group_accuracy"][g] for g in groups], 0.4,
+                   label=report["models"][side]["name"])
+        ax.set_xticks(x, groups, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{task}: accuracy per {by} group")
+        ax.legend(fontsize=8)
+        figs[f"groups_{task}"] = fig
+    fig, ax = plt.subplots(figsize=(6, 3))
+    tasks = list(report["tasks"])
+    x = np.arange(len(tasks))
+    pie = [report["tasks"][t]["pie"] for t in tasks]
+    ax.bar(x - 0.2, [p["rate_reference_group"] for p in pie], 0.4, label=pie[0]["reference_group"])
+    ax.bar(x + 0.2, [p["rate_rest"] for p in pie], 0.4, label="rest")
+    ax.set_xticks(x, tasks)
+    ax.set_ylabel("PIE rate")
+    ax.legend(fontsize=8)
+    figs["pie"] = fig
+    return figs
+
+
+def write_group_report(report: dict, out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    images, written = {}, []
+    for key, fig in figures(report).items():
+        path = save_figure(fig, out_dir / f"{key.replace(' ', '_')}.png")
+        images[key] = path.name
+        written.append(path)
+    parts = sections(report, images)
+    written.append(write_json(out_dir / "report.json", report))
+    written.append(write_atomic(out_dir / "report.md", to_markdown(report, parts)))
+    written.append(write_atomic(out_dir / "report.html", to_html(report, parts, out_dir)))
+    return written

@@ -1,0 +1,98 @@
+"""FairGRAPE: group importance from each group's own gradients; a greedy keep that holds
+every group's share of its importance level."""
+
+import numpy as np
+import pytest
+import torch
+
+from sparsebias.errors import SparsebiasError
+from sparsebias.pruning import FairGRAPEPruningModifier, ScoreData, fair_keep
+from sparsebias.pruning.fairgrape import TURNS_PER_GROUP
+
+from .conftest import apply_once
+
+PARAMS = ["conv.weight", "fc.weight"]
+
+
+def shares(importance, kept):
+    return importance[:, kept].sum(axis=1) / importance.sum(axis=1)
+
+
+def test_hand_worked_greedy():
+    # group 0 values weights 0 and 1; group 1 values weights 2 and 3. Keeping two weights, a
+    # group-blind ranking by total importance keeps 0 and 1 and leaves group 1 nothing.
+    importance = np.array([[4.0, 3.0, 0.0, 0.0], [0.0, 0.0, 2.0, 1.0]])
+    kept = fair_keep(importance, np.ones(4, bool), 2)
+    assert kept.tolist() == [True, False, True, False]
+    assert shares(importance, kept).tolist() == pytest.approx([4 / 7, 2 / 3])
+
+
+def test_exact_greedy_serves_the_group_furthest_behind():
+    rng = np.random.default_rng(0)
+    importance = rng.random((3, 40)) ** 3 * np.array([[1.0], [0.2], [5.0]])
+    kept = fair_keep(importance, np.ones(40, bool), 10)
+    assert kept.sum() == 10
+    # replay: every pick is the best remaining weight of the group with the smallest share
+    chosen, have = [], np.zeros(3)
+    for _ in range(10):
+        g = int(np.argmin(have / importance.sum(axis=1)))
+        order = [i for i in np.argsort(-importance[g], kind="stable") if i not in chosen]
+        chosen.append(order[0])
+        have += importance[:, order[0]]
+    assert sorted(chosen) == np.flatnonzero(kept).tolist()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_group_keeps_the_same_share_up_to_one_greedy_turn(seed):
+    rng = np.random.default_rng(seed)
+    n = 5000
+    importance = rng.random((4, n)) ** 4 * rng.uniform(0.1, 10, (4, 1))
+    k = 500
+    fair = fair_keep(importance, np.ones(n, bool), k)
+    blind = np.zeros(n, bool)
+    blind[np.argsort(-importance.sum(axis=0))[:k]] = True
+    assert fair.sum() == k
+    # the largest share one turn can add: a group's best `turn` weights
+    turn = int(np.ceil(k / (TURNS_PER_GROUP * len(importance))))
+    one_turn = max(np.sort(row)[-turn:].sum() / row.sum() for row in importance)
+    assert np.ptp(shares(importance, fair)) <= one_turn
+    assert np.ptp(shares(importance, fair)) < np.ptp(shares(importance, blind)) / 10
+
+
+def test_pruned_weights_stay_pruned():
+    importance = np.array([[5.0, 1.0, 1.0, 1.0]])
+    kept = fair_keep(importance, np.array([False, True, True, True]), 2)
+    assert not kept[0] and kept.sum() == 2
+
+
+def test_modifier_importance_is_each_groups_own_squared_gradient_times_weight(net, data):
+    w0 = {p: w.detach().clone() for p, w in net.named_parameters()}
+    # independent importances: the first draw of each group's batches, as the modifier makes them
+    fresh = ScoreData(data.dataset, data.loss, data.batch_size, data.seed)
+    importance = []
+    for rows in fresh.group_rows(["group"]).values():
+        x, y = next(fresh.batches(1, rows))
+        net.zero_grad()
+        data.loss(net(x), y).backward()
+        importance.append({p: ((dict(net.named_parameters())[p].grad * w0[p]) ** 2).flatten().numpy() for p in PARAMS})
+    net.zero_grad()
+    mod = FairGRAPEPruningModifier(PARAMS, 0.75, 0.75, start_epoch=0.0, end_epoch=0.0, sensitive=["group"])
+    apply_once(mod, net, data)
+    for p in PARAMS:
+        w = dict(net.named_parameters())[p]
+        per_group = np.stack([imp[p] for imp in importance])
+        expected = fair_keep(per_group, np.ones(w.numel(), bool), w.numel() - round(0.75 * w.numel()))
+        assert np.array_equal((w != 0).flatten().numpy(), expected), p
+
+
+def test_sensitive_column_problems_are_clear(data):
+    with pytest.raises(SparsebiasError, match="'race' is not a label"):
+        data.group_rows(["race"])
+    data.dataset.columns[:, 1] = 0
+    with pytest.raises(SparsebiasError, match="single value"):
+        data.group_rows(["group"])
+
+
+def test_sensitive_must_name_columns():
+    with pytest.raises(ValueError, match="sensitive"):
+        FairGRAPEPruningModifier(PARAMS, 0.5, 0.5, start_epoch=0.0, end_epoch=0.0, sensitive=[])
