@@ -56,9 +56,14 @@ def collect_runs(out) -> list[Run]:
 
 
 def run_study(out, identities=None, speed: bool = True, echo=print) -> dict:
-    """Audit every run, aggregate by task and sparsity, and return the study (plain data)."""
+    """Audit every run, aggregate by task and sparsity, and return the study (plain data).
+
+    A sweep of group-task bundles (class heads) is studied per method instead (group_study)."""
     out = Path(out)
     runs = collect_runs(out)
+    if "heads" in runs[0].bundle.manifest["output"]:
+        from .group_study import run_group_study
+        return run_group_study(out, runs, sensitive=identities, echo=echo)
     dense = {(r.task, r.job.seed): r for r in runs if r.bundle.manifest["sparsity"]["overall"] < DENSE_SPARSITY}
     per_run = []
     for r in runs:

@@ -141,3 +141,75 @@ def write_group_report(report: dict, out_dir: Path) -> list[Path]:
     written.append(write_atomic(out_dir / "report.md", to_markdown(report, parts)))
     written.append(write_atomic(out_dir / "report.html", to_html(report, parts, out_dir)))
     return written
+
+
+# ---------------------------------------------------------------- a sweep's method comparison
+
+def _cell(entry: dict, key: str, scale=100.0, digits=1) -> str:
+    value, spread = entry.get(key), entry.get(f"{key}_std")
+    if value is None:
+        return "-"
+    text = f"{scale * value:.{digits}f}"
+    return text + (f" ± {scale * spread:.{digits}f}" if spread is not None else "")
+
+
+def comparison_markdown(study: dict) -> str:
+    arch, methods = study["architecture"], study["methods"]
+    pruned = [m for m in methods if m != "No-Pruning"]
+    sparsity = np.mean([study["sparsity"][m] for m in pruned]) if pruned else 0.0
+    seeds = max(e["seeds"] for m in methods for e in study["table"][m].values())
+    lines = [f"# Pruning methods compared on group tasks: {arch}, {sparsity:.0%} sparsity", "",
+             f"Runs in {study['out']}; {seeds} seed(s) per method (mean ± sample std where more than one). "
+             "Percentages; Std(dAcc) over the intersectional groups; AP per group as the supplement's Table 2.", "",
+             "## Accuracy and bias (supplement Table 1 layout)", ""]
+    rows = [[task, m, _cell(e, "accuracy"), _cell(e, "fnr", digits=2), _cell(e, "fpr", digits=2),
+             _cell(e, "std_dacc", digits=2)]
+            for task in study["tasks"] for m in methods for e in [study["table"][m][task]]]
+    lines += [markdown_table(["task", "method", "Acc (↑)", "FNR (↓)", "FPR (↓)", "Std(ΔAcc) (↓)"], rows), ""]
+    ap_tasks = [t for t in study["tasks"] if study["table"][methods[0]][t]["ap_groups"]]
+    if ap_tasks:
+        rows = [[task, study["table"][m][task]["ap_groups"], m, _cell(e, "ap", 1, 3), _cell(e, "std_ap", 1, 3),
+                 _cell(e, "std_dap", 1, 3)]
+                for task in ap_tasks for m in methods for e in [study["table"][m][task]]]
+        lines += ["## Average precision by group (supplement Table 2 layout)", "",
+                  markdown_table(["task", "group", "method", "AP (↑)", "Std(AP) (↓)", "Std(ΔAP) (↓)"], rows), ""]
+    rows = [[task, m, _cell(study["table"][m][task], "pie_gap", digits=2)] for task in study["tasks"] for m in pruned]
+    lines += ["## PIE gap, rest minus reference group (supplement Figure 4)", "",
+              markdown_table(["task", "method", "PIE gap (pp)"], rows), "", "![comparison](comparison.png)", ""]
+    if study["findings"]:
+        lines += ["## Does FairGRAPE give the lowest Std(ΔAcc) and the highest accuracy?", ""]
+        for f in study["findings"]:
+            lines.append(f"- {f['task']}: lowest Std(ΔAcc) {f['lowest_std_dacc']} "
+                         f"({'FairGRAPE' if f['fairgrape_lowest_std_dacc'] else 'not FairGRAPE'}), highest accuracy "
+                         f"{f['highest_accuracy']} ({'FairGRAPE' if f['fairgrape_highest_accuracy'] else 'not FairGRAPE'}).")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def comparison_figure(study: dict):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pruned = [m for m in study["methods"] if m != "No-Pruning"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    x = np.arange(len(study["tasks"]))
+    width = 0.8 / max(len(pruned), 1)
+    for k, m in enumerate(pruned):
+        entries = [study["table"][m][t] for t in study["tasks"]]
+        axes[0].bar(x + k * width, [100 * e["accuracy"] for e in entries], width, label=m)
+        axes[1].bar(x + k * width, [100 * (e["std_dacc"] or 0) for e in entries], width, label=m)
+    dense = [100 * study["table"]["No-Pruning"][t]["accuracy"] for t in study["tasks"]]
+    axes[0].scatter(x + 0.4 - width / 2, dense, marker="_", s=400, c="k", label="No-Pruning", zorder=3)
+    for ax, title in zip(axes, ("accuracy (%)", "Std(ΔAcc) over groups (pp)")):
+        ax.set_xticks(x + 0.4 - width / 2, study["tasks"])
+        ax.set_title(title)
+    axes[0].legend(fontsize=8, ncol=2)
+    return fig
+
+
+def write_comparison_report(study: dict, out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    return [save_figure(comparison_figure(study), out_dir / "comparison.png"),
+            write_json(out_dir / "study.json", study),
+            write_atomic(out_dir / "study.md", comparison_markdown(study))]

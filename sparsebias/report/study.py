@@ -282,6 +282,9 @@ def figures(study: dict) -> dict:
 
 def write_study_report(study: dict, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
+    if study.get("kind") == "groups":
+        from .groups import write_comparison_report
+        return write_comparison_report(study, out_dir)
     found = findings(study)
     written = [save_figure(fig, out_dir / f"{name}.png") for name, fig in figures(study).items()]
     written.append(write_json(out_dir / "study.json", {**study, "findings": found}))
