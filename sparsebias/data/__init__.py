@@ -22,7 +22,7 @@ READERS = {"celeba": read_celeba, "fairface": read_fairface, "utkface": read_utk
 
 __all__ = [
     "CELEBA_ATTRIBUTES", "DEFAULT_IDENTITIES", "SINGLE_ATTRIBUTE_SET", "FaceAttributes",
-    "cache_dir", "open_data", "read_celeba", "read_fairface", "read_utkface", "synthfaces_config",
+    "cache_dir", "locate_data", "open_data", "read_celeba", "read_fairface", "read_utkface", "synthfaces_config",
 ]
 
 
@@ -53,6 +53,21 @@ def synthfaces_config(options: str) -> SynthFacesConfig:
         except (ValueError, TypeError, KeyError):
             raise SparsebiasError(f"bad SynthFaces option {item!r} in --data synthfaces:{options}") from None
     return SynthFacesConfig(**kwargs)
+
+
+def locate_data(spec: str | None, root=None) -> FaceAttributes:
+    """Open a data set that exists, never building one: for read-only tools such as the viewer.
+
+    SynthFaces is looked for in the cache, then at `root` (where a bundle says it was)."""
+    kind, _, rest = (spec or "synthfaces").partition(":")
+    if kind != "synthfaces":
+        return open_data(spec)
+    config = synthfaces_config(rest)
+    for folder in (cache_dir() / config.folder_name, Path(root) if root else None):
+        if folder is not None and folder.is_dir():
+            return read_fairface(folder) if config.groups else read_celeba(folder)
+    raise SparsebiasError(f"SynthFaces ({spec}) is not built here; run `sparsebias compress` with it first, "
+                          "or point --data at the images")
 
 
 def open_data(spec: str | None, echo=print) -> FaceAttributes:
