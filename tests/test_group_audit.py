@@ -174,3 +174,31 @@ def test_predict_gives_class_probabilities(group_bundles, tmp_path):
     assert sum(race_p) == pytest.approx(1, abs=1e-4)
     assert row["race"] == fair.manifest["output"]["heads"][1]["classes"][int(np.argmax(race_p))]
     assert not images
+
+
+def test_sweep_study_tabulates_methods_as_the_supplement(group_bundles, tmp_path):
+    from sparsebias.group_study import run_group_study
+    from sparsebias.report.groups import write_comparison_report
+    from sparsebias.study import Run
+    from sparsebias.sweep import Job
+
+    dense, fair = group_bundles
+    runs = [Run(Job("recipes/groups/dense.yaml", 0, "dense-s0"), dense, "dense", "joint"),
+            Run(Job("recipes/groups/fairgrape.yaml", 0, "fairgrape-s0"), fair, "fairgrape", "joint"),
+            Run(Job("recipes/groups/fairgrape.yaml", 1, "fairgrape-s1"), fair, "fairgrape", "joint")]
+    study = run_group_study(tmp_path, runs[:2] + [Run(Job("x", 0, "ws-s0"), fair, "ws", "joint")])
+    report = group_audit(group_inputs_from_bundles(fair, dense))
+    row = study["table"]["fairgrape"]
+    assert row["gender"]["std_dacc"] == pytest.approx(report["tasks"]["gender"]["compressed"]["by"]["gender x race"]["std_dacc"])
+    assert row["race"]["ap"] == pytest.approx(np.mean(list(report["tasks"]["race"]["compressed"]["by"]["gender"]["group_ap"].values())))
+    assert row["gender"]["ap_groups"] == "race" and row["gender x race"]["ap_groups"] is None
+    assert study["table"]["No-Pruning"]["race"]["accuracy"] == pytest.approx(
+        report["tasks"]["race"]["reference"]["by"]["gender x race"]["accuracy"])
+    assert [f["task"] for f in study["findings"]] == ["gender", "race", "gender x race"]
+    written = write_comparison_report(study, tmp_path / "study")
+    md = (tmp_path / "study" / "study.md").read_text()
+    assert "| gender | No-Pruning |" in md and "| race | gender | fairgrape |" in md and len(written) == 3
+    assert (tmp_path / "audits" / "fairgrape-s0.json").is_file()
+    # two seeds of a method: mean and sample std
+    two = run_group_study(tmp_path, runs)
+    assert two["table"]["fairgrape"]["gender"]["seeds"] == 1  # seed 1 has no dense run: skipped

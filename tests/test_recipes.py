@@ -150,3 +150,52 @@ def test_settings_may_be_sparseml_equations(tmp_path):
     recipe = load_recipe(path, {"base_lr": 0.05})
     assert recipe.settings["init_lr"] == pytest.approx(0.1)
     assert recipe.settings["batch_size"] == 32 and isinstance(recipe.settings["batch_size"], int)
+
+
+GROUP_RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes" / "groups").glob("*.yaml"))
+
+
+class GroupImages(torch.utils.data.Dataset):
+    """Random 32 px images labelled with gender (2) and race (7; two occur, so four groups), as
+    FaceImages gives them."""
+
+    def __init__(self, n=32):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        self.columns = torch.stack([torch.arange(n) % 2, torch.arange(n) // 2 % 2], dim=1)
+        self.labels, self.column_names = self.columns, ("gender", "race")
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("path", GROUP_RECIPES, ids=lambda p: p.stem)
+def test_group_recipe_reaches_its_sparsity_on(path, arch):
+    from sparsebias.pruning import ScoreData
+    from sparsebias.tasks import Outputs
+
+    recipe = load_recipe(path, {"num_epochs": 5, "arch": arch})
+    torch.manual_seed(0)
+    outputs = Outputs(("gender", "race"), (("F", "M"), tuple("abcdefg")))
+    model = build_model(arch, outputs.size)
+    check_recipe_against_model(recipe, model, arch)
+    data = GroupImages()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    recipe.manager.initialize(model, epoch=0.0, loggers=quiet_loggers(),
+                              score_data=ScoreData(data, outputs.loss(), 4, seed=0))
+    wrapped = recipe.manager.modify(model, optimizer, steps_per_epoch=2)
+    model.train()
+    for x, y in ScoreData(data, outputs.loss(), 4, seed=1).batches(recipe.epochs * 2):
+        loss = outputs.loss()(model(x), y)
+        wrapped.zero_grad()
+        loss.backward()
+        wrapped.step()
+    recipe.manager.finalize(model)
+    weights = prunable_weights(model)
+    measured = sum(int((w == 0).sum()) for w in weights.values()) / sum(w.numel() for w in weights.values())
+    assert measured == pytest.approx(expected_sparsity(recipe, model), abs=0.005)
+    assert all(torch.isfinite(w).all() for w in weights.values())
