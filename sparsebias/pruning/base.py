@@ -66,11 +66,13 @@ class _Selector(PruningMaskCreator):
 class ScoredPruningModifier(BaseGradualPruningModifier):
     """Base of sparsebias's pruning modifiers. Subclasses implement `compute_scores`."""
 
-    needs_data = False  # whether compute_scores samples training batches
+    needs_data = False       # whether compute_scores samples training batches
+    global_by_default = False  # rank weights over all layers together unless the recipe says
 
     def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
-                 inter_func: str = "cubic", leave_enabled: bool = True, global_sparsity: bool = False,
+                 inter_func: str = "cubic", leave_enabled: bool = True, global_sparsity: bool | None = None,
                  num_batches: int = 1):
+        global_sparsity = self.global_by_default if global_sparsity is None else bool(global_sparsity)
         super().__init__(params=params, init_sparsity=init_sparsity, final_sparsity=final_sparsity,
                          inter_func=inter_func, start_epoch=start_epoch, end_epoch=end_epoch,
                          update_frequency=update_frequency, global_sparsity=global_sparsity,

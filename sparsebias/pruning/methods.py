@@ -39,11 +39,7 @@ class SNIPPruningModifier(ScoredPruningModifier):
     """
 
     needs_data = True
-
-    def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
-                 inter_func="cubic", leave_enabled=True, global_sparsity=True, num_batches=1):
-        super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
-                         inter_func, leave_enabled, global_sparsity, num_batches)
+    global_by_default = True
 
     def compute_scores(self):
         grads = _mean(self.loss_gradients(self._score_data.batches(self._num_batches)))
@@ -63,12 +59,10 @@ class GraSPPruningModifier(ScoredPruningModifier):
     """
 
     needs_data = True
+    global_by_default = True
 
-    def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
-                 inter_func="cubic", leave_enabled=True, global_sparsity=True, num_batches=1,
-                 temperature: float = 200.0):
-        super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
-                         inter_func, leave_enabled, global_sparsity, num_batches)
+    def __init__(self, *args, temperature: float = 200.0, **kwargs):
+        super().__init__(*args, **kwargs)
         if not temperature > 0:
             raise ValueError(f"GraSPPruningModifier: temperature must be positive, got {temperature!r}")
         self._temperature = float(temperature)
@@ -103,8 +97,10 @@ class LotteryPruningModifier(ScoredPruningModifier):
     |     rewind_epoch: 0.5
     """
 
+    global_by_default = True
+
     def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
-                 leave_enabled=True, global_sparsity=True, rewind_epoch: float = 0.0):
+                 leave_enabled=True, global_sparsity=None, rewind_epoch: float = 0.0):
         super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
                          "linear", leave_enabled, global_sparsity)
         if rewind_epoch > max(start_epoch, 0):

@@ -203,15 +203,19 @@ def figures(report: dict) -> dict:
 
 
 def write_audit_report(report: dict, out_dir: Path) -> list[Path]:
-    """Everything into out_dir; each file written atomically."""
+    return write_report(report, out_dir, figures(report), sections)
+
+
+def write_report(report: dict, out_dir: Path, figs: dict, make_sections) -> list[Path]:
+    """Plots, report.json, report.md and report.html into out_dir; each file written atomically."""
     out_dir = Path(out_dir)
     images = {}
     written = []
-    for key, fig in figures(report).items():
-        path = save_figure(fig, out_dir / f"{key}.png")
+    for key, fig in figs.items():
+        path = save_figure(fig, out_dir / f"{key.replace(' ', '_')}.png")
         images[key] = path.name
         written.append(path)
-    parts = sections(report, images)
+    parts = make_sections(report, images)
     written.append(write_json(out_dir / "report.json", report))
     written.append(write_atomic(out_dir / "report.md", to_markdown(report, parts)))
     written.append(write_atomic(out_dir / "report.html", to_html(report, parts, out_dir)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audit import Section, to_html, to_markdown
+from .audit import Section, write_report
 from .files import markdown_table, save_figure, write_atomic, write_json
 
 
@@ -130,17 +130,7 @@ def figures(report: dict) -> dict:
 
 
 def write_group_report(report: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    images, written = {}, []
-    for key, fig in figures(report).items():
-        path = save_figure(fig, out_dir / f"{key.replace(' ', '_')}.png")
-        images[key] = path.name
-        written.append(path)
-    parts = sections(report, images)
-    written.append(write_json(out_dir / "report.json", report))
-    written.append(write_atomic(out_dir / "report.md", to_markdown(report, parts)))
-    written.append(write_atomic(out_dir / "report.html", to_html(report, parts, out_dir)))
-    return written
+    return write_report(report, out_dir, figures(report), sections)
 
 
 # ---------------------------------------------------------------- a sweep's method comparison
