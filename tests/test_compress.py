@@ -9,7 +9,6 @@ import torch
 from click.testing import CliRunner
 
 from conftest import TINY_DATA, tiny_compress
-from sparsebias.bundle import load_bundle
 from sparsebias.checkpoint import state_dict_from
 from sparsebias.cli import main
 from sparsebias.data import open_data

@@ -199,3 +199,40 @@ def test_group_recipe_reaches_its_sparsity_on(path, arch):
     measured = sum(int((w == 0).sum()) for w in weights.values()) / sum(w.numel() for w in weights.values())
     assert measured == pytest.approx(expected_sparsity(recipe, model), abs=0.005)
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_layer_wise_sparsity_that_empties_a_layer_is_refused(tmp_path):
+    path = write(tmp_path, """
+        arch: mobilenet_v2
+        modifiers:
+          - !EpochRangeModifier
+            start_epoch: 0.0
+            end_epoch: 2.0
+          - !WSPruningModifier
+            params: ["features.0.0.weight"]
+            init_sparsity: 0.5
+            final_sparsity: 0.9995
+            start_epoch: 0.0
+            end_epoch: 1.0
+            update_frequency: 0.5
+        """)
+    recipe = load_recipe(path)
+    with pytest.raises(SparsebiasError, match=r"WSPruningModifier cannot reach sparsity 0.9995 layer by layer: "
+                                              r"features.0.0.weight has 864 weights and would keep none"):
+        check_recipe_against_model(recipe, build_model("mobilenet_v2", 9), "mobilenet_v2")
+
+
+def test_sensitive_columns_must_be_labels_with_two_values(tmp_path):
+    from click.testing import CliRunner
+
+    from sparsebias.cli import main
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "groups" / "fairgrape.yaml"
+    args = ["compress", "--recipe", str(recipe), "--data", "synthfaces:train=60,val=10,test=30,size=16,groups=1",
+            "--attributes", "gender,race", "--out", str(tmp_path), "--set", "arch=resnet18", "--set", "image_size=16"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("sensitive: [gender, race]", "sensitive: [gender, ethnicity]"))
+    result = CliRunner().invoke(main, [*args[:2], str(bad), *args[3:]])
+    assert result.exit_code == 2
+    assert "FairGRAPEPruningModifier sensitive column 'ethnicity' is not a label" in result.output
+    assert not (tmp_path / "bad").exists()

@@ -80,7 +80,6 @@ def findings(study: dict) -> list[dict]:
     levels = study["levels"].get("joint") or study["levels"][study["tasks"][0]]
     if len(levels) < 2:
         return out
-    by = {lv["level"]: lv for lv in levels}
     dense, sparse = levels[0], levels[1:]
     top = levels[-1]
     mean = lambda lv, key: lv[key]["mean"]  # noqa: E731

@@ -3,7 +3,6 @@ every group's share of its importance level."""
 
 import numpy as np
 import pytest
-import torch
 
 from sparsebias.errors import SparsebiasError
 from sparsebias.pruning import FairGRAPEPruningModifier, ScoreData, fair_keep
