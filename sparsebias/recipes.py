@@ -18,8 +18,8 @@ import yaml
 from .errors import SparsebiasError
 from . import pruning
 from .models import prunable_weights
-from .sparseml_patch import (NM_TOLERANCE, ScheduledModifierManager, evaluate_recipe_yaml_str_equations,
-                             load_recipe_yaml_str)
+from .sparseml_patch import (NM_TOLERANCE, ScheduledModifierManager, UnknownVariableException,
+                             evaluate_recipe_yaml_str_equations, load_recipe_yaml_str)
 
 RUN_DEFAULTS = {
     "arch": "resnet18",
@@ -134,7 +134,7 @@ def load_recipe(path, overrides: dict | None = None) -> Recipe:
         evaluated = yaml.load(evaluate_recipe_yaml_str_equations(load_recipe_yaml_str(body, **recipe_vars)),
                               Loader=_RecipeLoader)
         manager = ScheduledModifierManager.from_yaml(body, recipe_variables=recipe_vars)
-    except (TypeError, ValueError, KeyError, NameError, SyntaxError, AttributeError) as e:
+    except (TypeError, ValueError, KeyError, NameError, SyntaxError, AttributeError, UnknownVariableException) as e:
         raise SparsebiasError(f"{path}: invalid recipe: {_first_line(e)}") from None
     variables = {k: v for k, v in evaluated.items() if k in declared}
     settings = {**RUN_DEFAULTS, **{k: v for k, v in {**variables, **overrides}.items() if k in RUN_DEFAULTS}}

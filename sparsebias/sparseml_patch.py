@@ -17,6 +17,7 @@ from sparseml.optim.helpers import evaluate_recipe_yaml_str_equations, load_reci
 from sparseml.pytorch.optim import ScheduledModifierManager  # noqa: E402,F401
 from sparseml.pytorch.sparsification.pruning.mask_creator import NMPruningMaskCreator  # noqa: E402
 from sparseml.pytorch.utils.logger import BaseLogger, LoggerManager  # noqa: E402
+from sparseml.utils.restricted_eval import UnknownVariableException  # noqa: E402,F401
 
 NM_TOLERANCE = 1e-2  # sparseml's own: the target must be within this of 1 - N/M
 

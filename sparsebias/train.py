@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.images import FaceImages, normalize
+from .errors import SparsebiasError
 from .models import sparsity_report
 from .pruning import ScoreData
 from .recipes import Recipe
@@ -88,6 +89,10 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
             flip = torch.rand(len(x), generator=shuffle) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             loss = loss_fn(model(normalize(x)), y)
+            if not torch.isfinite(loss):
+                raise SparsebiasError(
+                    f"training diverged: the loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (sparsity "
+                    f"{sparsity_report(model)[0]:.3f}); try a lower init_lr or a gentler pruning schedule")
             wrapped.zero_grad()
             loss.backward()
             wrapped.step()

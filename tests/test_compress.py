@@ -166,3 +166,16 @@ def test_nm_recipe_end_to_end(repo, tmp_path):
     w = model.layer2[0].conv1.weight.detach()
     assert (w.permute(0, 2, 3, 1).reshape(-1, 4) != 0).sum(dim=1).max() <= 2
     assert bundle.manifest["sparsity"]["per_layer"]["conv1.weight"] == 0.0
+
+
+def test_a_diverging_run_stops_with_a_clear_error(repo, tmp_path, monkeypatch):
+    from sparsebias.tasks import Outputs
+
+    monkeypatch.setattr(Outputs, "loss", lambda self: lambda logits, y: logits.sum() * float("nan"))
+    result = CliRunner().invoke(main, [
+        "compress", "--recipe", str(repo / "recipes/resnet18_dense.yaml"), "--data", TINY_DATA,
+        "--set", "image_size=32", "--set", "batch_size=32", "--set", "num_epochs=1",
+        "--out", str(tmp_path), "--name", "diverged"])
+    assert result.exit_code == 2
+    assert "training diverged: the loss is" in result.output and "lower init_lr" in result.output
+    assert not (tmp_path / "diverged").exists()
