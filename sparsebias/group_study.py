@@ -14,13 +14,14 @@ from .errors import SparsebiasError
 from .group_audit import group_audit, group_inputs_from_bundles
 from .report.files import write_json
 from .report.groups import intersection, mean_ap, table2_grouping
+from .study import DENSE_SPARSITY
 
 DENSE_METHOD = "No-Pruning"
 
 
 def run_group_study(out, runs, sensitive=None, reference_group=None, echo=print) -> dict:
     out = Path(out)
-    dense = {r.job.seed: r for r in runs if r.bundle.manifest["sparsity"]["overall"] < 0.01}
+    dense = {r.job.seed: r for r in runs if r.bundle.manifest["sparsity"]["overall"] < DENSE_SPARSITY}
     rows = []
     for r in runs:
         ref = dense.get(r.job.seed)

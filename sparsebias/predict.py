@@ -69,8 +69,7 @@ def predict(bundle_path, paths, *, engine: str = "deepsparse", batch_size: int =
     files = find_images(paths)
     outputs = Outputs.from_manifest(model.bundle.manifest)
     result = Predictions(attributes=list(outputs.names), classes=outputs.classes,
-                         probability_names=list(outputs.names) if outputs.binary else
-                         [f"{h}={c}" for h, classes in zip(outputs.names, outputs.classes) for c in classes])
+                         probability_names=list(outputs.names) if outputs.binary else outputs.class_columns())
     logits = []
     for start in range(0, len(files), batch_size):
         images = []
@@ -88,7 +87,7 @@ def predict(bundle_path, paths, *, engine: str = "deepsparse", batch_size: int =
             progress(min(start + batch_size, len(files)), len(files))
     logits = np.concatenate(logits) if logits else np.zeros((0, outputs.size), np.float32)
     if not outputs.binary:
-        result.probabilities = np.concatenate([outputs.probabilities(logits, h) for h in outputs.names], axis=1)
+        result.probabilities = outputs.class_probabilities(logits)
         result.decisions = outputs.predict(logits)
         result.decided_by = "most likely class per head"
         return result

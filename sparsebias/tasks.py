@@ -25,7 +25,7 @@ class Outputs:
         """The outputs a model trained on these columns of a data set needs."""
         if table.binary:
             return cls(tuple(attributes))
-        return cls(tuple(attributes), tuple(table.class_names(a) for a in attributes))
+        return cls(tuple(attributes), tuple(table.classes[j] for j in table.columns(attributes)))
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Outputs":
@@ -70,6 +70,14 @@ class Outputs:
         if self.binary:
             return decisions(logits)
         return np.stack([logits[:, s].argmax(axis=1) for s in self.slices().values()], axis=1)
+
+    def class_columns(self) -> list[str]:
+        """'head=class' for every logit column of class heads."""
+        return [f"{h}={c}" for h, classes in zip(self.names, self.classes) for c in classes]
+
+    def class_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Every head's softmax side by side, in class_columns() order."""
+        return np.concatenate([self.probabilities(logits, h) for h in self.names], axis=1)
 
     def probabilities(self, logits: np.ndarray, head: str) -> np.ndarray:
         """Softmax over one head's classes, (n, classes)."""

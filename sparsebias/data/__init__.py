@@ -65,7 +65,7 @@ def locate_data(spec: str | None, root=None) -> FaceAttributes:
     config = synthfaces_config(rest)
     for folder in (cache_dir() / config.folder_name, Path(root) if root else None):
         if folder is not None and folder.is_dir():
-            return read_fairface(folder) if config.groups else read_celeba(folder)
+            return _read_synthfaces(folder, config)
     raise SparsebiasError(f"SynthFaces ({spec}) is not built here; run `sparsebias compress` with it first, "
                           "or point --data at the images")
 
@@ -90,4 +90,9 @@ def open_data(spec: str | None, echo=print) -> FaceAttributes:
             write_synthfaces(folder, config, workers=min(2, os.cpu_count() or 1), progress=bar.update)
     else:
         echo(f"Using SynthFaces in {folder}")
+    return _read_synthfaces(folder, config)
+
+
+def _read_synthfaces(folder: Path, config: SynthFacesConfig) -> FaceAttributes:
+    """SynthFaces is in FairFace's format with groups, else in CelebA's."""
     return read_fairface(folder) if config.groups else read_celeba(folder)

@@ -42,9 +42,6 @@ class FaceAttributes:
     def binary(self) -> bool:
         return self.classes is None
 
-    def class_names(self, column: str) -> tuple[str, ...]:
-        return ("0", "1") if self.classes is None else self.classes[self.columns([column])[0]]
-
     def columns(self, attributes) -> list[int]:
         """Column indices of the named attributes; a clear error for an unknown name."""
         index = {name: j for j, name in enumerate(self.names)}

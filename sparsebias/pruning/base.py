@@ -132,8 +132,7 @@ class ScoredPruningModifier(BaseGradualPruningModifier):
         """
         module, data = self._module, self._score_data
         was_training = module.training
-        buffers = {k: v.clone() for k, v in module.state_dict().items() if not k.endswith("weight")
-                   and not k.endswith("bias")}
+        buffers = {k: v.clone() for k, v in module.named_buffers()}
         module.train()
         try:
             for x, y in batches:

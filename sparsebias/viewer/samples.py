@@ -90,22 +90,17 @@ def load_viewer_data(bundle_path, reference_path=None, data: str | None = None, 
 def _attribute_columns(outputs: Outputs, labels: np.ndarray, names: list[str]):
     if outputs.binary:
         return list(outputs.names), labels[:, [names.index(a) for a in outputs.names]].astype(np.int8)
-    columns, values = [], []
-    for head, classes in zip(outputs.names, outputs.classes):
-        for k, c in enumerate(classes):
-            columns.append(f"{head}={c}")
-            values.append(labels[:, names.index(head)] == k)
-    return columns, np.stack(values, axis=1).astype(np.int8)
+    values = [labels[:, names.index(head)] == k for head, classes in zip(outputs.names, outputs.classes)
+              for k in range(len(classes))]
+    return outputs.class_columns(), np.stack(values, axis=1).astype(np.int8)
 
 
 def _model_view(bundle, logits: np.ndarray, outputs: Outputs) -> ModelView:
     if not outputs.binary:
-        probability = np.concatenate([outputs.probabilities(logits, h) for h in outputs.names], axis=1)
-        decision = np.zeros_like(probability, dtype=np.int8)
-        for s in outputs.slices().values():
-            best = s.start + logits[:, s].argmax(axis=1)
-            decision[np.arange(len(logits)), best] = 1
-        return ModelView(bundle.path.name, probability, decision, "most likely class")
+        offsets = [s.start for s in outputs.slices().values()]
+        decision = np.zeros((len(logits), outputs.size), dtype=np.int8)
+        np.put_along_axis(decision, outputs.predict(logits) + offsets, 1, axis=1)
+        return ModelView(bundle.path.name, outputs.class_probabilities(logits), decision, "most likely class")
     thresholds = read_thresholds(bundle)
     decision = (logits > (0.0 if thresholds is None else thresholds)).astype(np.int8)
     return ModelView(bundle.path.name, sigmoid(logits), decision,
