@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import __version__
 from .bundle import Bundle, BundleWriter, ensure_replaceable, load_bundle
 from .checkpoint import save_checkpoint, state_dict_from
 from .data import DEFAULT_IDENTITIES, open_data
+from .data.celeba import SPLITS
 from .data.groups import SENSITIVE_COLUMNS
 from .data.images import MEAN, STD, FaceImages, normalize
 from .errors import SparsebiasError
@@ -59,7 +61,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     _prepare_work_dir(work_dir, run, resume, echo)
 
     size = settings["image_size"]
-    sets = {split: FaceImages(table, split, attributes, size) for split in ("train", "val", "test")}
+    sets = {split: _decoded(table, split, attributes, size, echo) for split in ("train", "val", "test")}
     for split, ds in sets.items():
         if len(ds) == 0:
             raise SparsebiasError(f"{table.root}: the {split} split is empty")
@@ -78,7 +80,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     logits = {split: predict_logits(model, sets[split]) for split in ("val", "test")}
     metrics = {split: outputs.score(sets[split].labels.numpy(), logits[split]) for split in logits}
     with BundleWriter(out_dir / name) as bundle:
-        check = normalize(torch.stack([sets["val"][i][0] for i in range(min(CHECK_BATCH, len(sets["val"])))]))
+        check = normalize(sets["val"].images[:CHECK_BATCH])
         export = export_onnx(model, bundle.file("model.onnx"), check)
         with torch.no_grad():
             np.savez_compressed(bundle.file("check.npz"), inputs=check.numpy(), logits=model(check).numpy())
@@ -113,6 +115,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
                          "selected_on": "mean validation AUC (one-vs-rest for class heads), epochs at final sparsity",
                          "from": str(from_path) if from_path else None, "history": result.history,
                          "seconds": round(time.time() - started, 1), "threads": torch.get_num_threads(),
+                         "precision": result.precision, "memory_format": "channels_last",
                          "versions": _versions()},
             "sparsity": {"overall": overall, "per_layer": per_layer},
             "flops": count_flops(bundle.file("model.onnx")).to_dict(),
@@ -124,6 +127,13 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     if not any(work_dir.parent.iterdir()):
         work_dir.parent.rmdir()
     return written
+
+
+def _decoded(table, split: str, attributes, size: int, echo) -> FaceImages:
+    """A split's images, decoded into the image cache on first use (with a progress bar)."""
+    with tqdm(total=int((table.partition == SPLITS[split]).sum()), desc=f"decoding {split}", unit="img",
+              leave=False) as bar:
+        return FaceImages(table, split, attributes, size, progress=bar.update)
 
 
 def _prepare_work_dir(work_dir: Path, run: dict, resume: bool, echo) -> None:

@@ -31,8 +31,10 @@ RUN_DEFAULTS = {
     "momentum": 0.9,
     "weight_decay": 1e-4,
     "num_epochs": None,   # when the recipe has no EpochRangeModifier
+    "precision": "auto",  # auto (bf16 where the CPU has it natively), fp32 or bf16
 }
 OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -163,6 +165,8 @@ def _check_settings(path: Path, s: dict) -> None:
     """Validate run settings in place; integral floats (SparseML writes 64.0) become ints."""
     if str(s["optimizer"]).lower() not in OPTIMIZERS:
         raise SparsebiasError(f"{path}: optimizer {s['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
+    if s["precision"] not in PRECISIONS:
+        raise SparsebiasError(f"{path}: precision {s['precision']!r} is not one of {', '.join(PRECISIONS)}")
     for key in ("image_size", "batch_size"):
         if isinstance(s[key], float) and s[key].is_integer():
             s[key] = int(s[key])

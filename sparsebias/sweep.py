@@ -27,7 +27,7 @@ from .errors import SparsebiasError
 QUICK = {"data": "synthfaces:train=1500,val=500,test=1000", "num_epochs": 5,
          "pruning_start_epoch": 0.5, "pruning_end_epoch": 3}
 RUN_SETTINGS = {"data", "num_epochs", "image_size", "batch_size", "arch", "optimizer", "init_lr", "momentum",
-                "weight_decay"}
+                "weight_decay", "precision"}
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,18 @@ def test_seed_makes_runs_repeatable(dense_bundle, repo, tmp_path):
     assert not np.array_equal(other.split("test")["logits"], dense_bundle.split("test")["logits"])
 
 
+def test_precision_is_chosen_and_recorded(dense_bundle, repo, tmp_path):
+    from sparsebias.train import resolve_precision
+
+    training = dense_bundle.manifest["training"]
+    assert training["precision"] == resolve_precision("auto") and training["memory_format"] == "channels_last"
+    assert all(e["train_images_per_s"] > 0 for e in training["history"])
+    fp32 = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, name="fp32", extra=["precision=fp32"])
+    assert fp32.manifest["training"]["precision"] == "fp32"
+    again = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, name="fp32b", extra=["precision=fp32"])
+    np.testing.assert_array_equal(again.split("test")["logits"], fp32.split("test")["logits"])
+
+
 def test_interrupted_run_resumes_to_the_same_model(repo, tmp_path):
     recipe = repo / "recipes/resnet18_90.yaml"
     full = tiny_compress(recipe, tmp_path / "full", epochs=3, extra=GMP_TINY)
@@ -121,7 +133,9 @@ def test_interrupted_run_resumes_to_the_same_model(repo, tmp_path):
         tiny_compress(recipe, tmp_path / "cut", epochs=3, extra=GMP_TINY, echo=interrupt_after_epoch_2)
     assert not (tmp_path / "cut" / "tiny").exists(), "an interrupted run leaves no bundle"
     resumed = tiny_compress(recipe, tmp_path / "cut", epochs=3, extra=GMP_TINY, resume=True)
-    assert resumed.manifest["training"]["history"][:2] == full.manifest["training"]["history"][:2]
+    timing = {"train_seconds", "train_images_per_s"}
+    untimed = lambda history: [{k: v for k, v in e.items() if k not in timing} for e in history]  # noqa: E731
+    assert untimed(resumed.manifest["training"]["history"][:2]) == untimed(full.manifest["training"]["history"][:2])
     np.testing.assert_allclose(resumed.split("test")["logits"], full.split("test")["logits"], atol=1e-5)
 
 

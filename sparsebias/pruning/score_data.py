@@ -28,7 +28,7 @@ class ScoreData:
         size = min(self.batch_size, len(rows))
         for b in range(count):
             index = order[torch.arange(b * size, (b + 1) * size) % len(order)]
-            x = normalize(torch.stack([self.dataset[int(i)][0] for i in index]))
+            x = normalize(self.dataset.images[index])
             yield x, self.dataset.labels[index]
 
     def group_rows(self, sensitive) -> dict[str, torch.Tensor]:

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from sparsebias.data import read_celeba
+from sparsebias.data import images as images_module
+from sparsebias.data.images import FaceImages, load_image
+from sparsebias.errors import SparsebiasError
+
+ATTR = "4\nSmiling Male\n000001.jpg 1 -1\n000002.jpg -1 1\n000003.jpg -1 -1\n000004.jpg 1 1\n"
+PARTITION = "000001.jpg 0\n000002.jpg 0\n000003.jpg 1\n000004.jpg 2\n"
+
+
+@pytest.fixture
+def celeba(tmp_path):
+    root = tmp_path / "celeba"
+    (root / "img_align_celeba").mkdir(parents=True)
+    (root / "list_attr_celeba.txt").write_text(ATTR)
+    (root / "list_eval_partition.txt").write_text(PARTITION)
+    rng = np.random.default_rng(0)
+    for k in range(1, 5):  # not square, so resizing and cropping both happen
+        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(
+            root / "img_align_celeba" / f"{k:06d}.jpg", quality=95)
+    return root
+
+
+def test_split_is_decoded_once_into_the_cache(celeba, tmp_path, monkeypatch):
+    table = read_celeba(celeba)
+    train = FaceImages(table, "train", ["Smiling"], 16, cache=tmp_path / "cache")
+    assert train.images.shape == (2, 3, 16, 16) and train.images.dtype.is_floating_point is False
+    for i, path in enumerate(train.paths):
+        np.testing.assert_array_equal(train.images[i].numpy(), load_image(path, 16))
+    assert [f.name for f in (tmp_path / "cache").iterdir()] == [f.name for f in (tmp_path / "cache").glob("*.npy")]
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+    monkeypatch.setattr(images_module, "load_image", no_decoding)
+    again = FaceImages(table, "train", ["Smiling", "Male"], 16, cache=tmp_path / "cache")
+    np.testing.assert_array_equal(again.images.numpy(), train.images.numpy())
+    image, label = again[1]
+    assert image.shape == (3, 16, 16) and label.tolist() == [0.0, 1.0]
+
+
+def test_cache_key_follows_size_split_and_labels(celeba, tmp_path):
+    table = read_celeba(celeba)
+    cache = tmp_path / "cache"
+    FaceImages(table, "train", ["Smiling"], 16, cache=cache)
+    FaceImages(table, "train", ["Smiling"], 8, cache=cache)
+    FaceImages(table, "test", ["Smiling"], 16, cache=cache)
+    assert len(list(cache.glob("*.npy"))) == 3
+    label_file = celeba / "list_attr_celeba.txt"
+    label_file.write_text(label_file.read_text() + "\n")    # a rewritten data set gets a new array
+    FaceImages(read_celeba(celeba), "train", ["Smiling"], 16, cache=cache)
+    assert len(list(cache.glob("*.npy"))) == 4
+
+
+def test_unreadable_image_leaves_no_cache_file(celeba, tmp_path):
+    (celeba / "img_align_celeba" / "000002.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(SparsebiasError, match="cannot read image .*000002.jpg"):
+        FaceImages(read_celeba(celeba), "train", ["Smiling"], 16, cache=tmp_path / "cache")
+    assert not list((tmp_path / "cache").iterdir())
