@@ -42,6 +42,12 @@ def level_of(recipe: str) -> str:
     return match.group(1) if match else stem
 
 
+def task_of(job: Job, bundle) -> str:
+    """'joint', the single attribute trained, and ' (backdoor)' after either on backdoored data."""
+    task = job.attributes[0] if job.attributes else "joint"
+    return task + (" (backdoor)" if "backdoor" in bundle.split("test") else "")
+
+
 def collect_runs(out) -> list[Run]:
     out = Path(out)
     runs = []
@@ -49,7 +55,8 @@ def collect_runs(out) -> list[Run]:
         path = out / "bundles" / job.name
         if not (path / "manifest.json").is_file():
             continue
-        runs.append(Run(job, load_bundle(path), level_of(job.recipe), job.attributes[0] if job.attributes else "joint"))
+        bundle = load_bundle(path)
+        runs.append(Run(job, bundle, level_of(job.recipe), task_of(job, bundle)))
     if not runs:
         raise SparsebiasError(f"no finished runs in {out}/bundles")
     return runs
@@ -71,7 +78,10 @@ def run_study(out, identities=None, speed: bool = True, echo=print) -> dict:
         if ref is None:
             echo(f"skipped {r.job.name}: no dense run of task {r.task} with seed {r.job.seed}")
             continue
-        inputs = inputs_from_bundles(r.bundle.path, ref.bundle.path, identities=identities)
+        ids = list(identities or r.bundle.manifest["identities"])
+        if r.task.endswith("(backdoor)"):  # Section 3.4: the backdoor flag is the identity
+            ids.append("backdoor")
+        inputs = inputs_from_bundles(r.bundle.path, ref.bundle.path, identities=ids)
         report = audit(inputs)
         write_json(out / "audits" / f"{r.job.name}.json", report)
         per_run.append({"name": r.job.name, "task": r.task, "level": r.level, "seed": r.job.seed,
@@ -81,7 +91,8 @@ def run_study(out, identities=None, speed: bool = True, echo=print) -> dict:
         raise SparsebiasError(f"nothing to study in {out}: no run has a dense run of the same task and seed")
     tasks = sorted({p["task"] for p in per_run}, key=lambda t: (t != "joint", t))
     ba_attributes = {t: _ba_means(per_run, t) for t in tasks}
-    return {"out": str(out), "runs": per_run, "tasks": tasks, "identities": per_run[0]["identities"],
+    clean = [p["identities"] for p in per_run if "backdoor" not in p["identities"]]
+    return {"out": str(out), "runs": per_run, "tasks": tasks, "identities": (clean or [per_run[0]["identities"]])[0],
             "ba_attributes": ba_attributes,
             "levels": {t: _levels(per_run, t) for t in tasks},
             "cie": {t: _cies(runs, dense, t) for t in tasks},

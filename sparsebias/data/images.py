@@ -60,8 +60,7 @@ def decoded_images(paths: list[Path], size: int, cache_file: Path, workers: int 
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
         try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
-            del out
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size)).flush()
             jobs = [(tmp, [str(p) for p in paths[s:s + DECODE_CHUNK]], s, size)
                     for s in range(0, len(paths), DECODE_CHUNK)]
             workers = min(workers or os.cpu_count() or 1, len(jobs))
