@@ -367,7 +367,8 @@ def gate(bundle, policy, reference):
               help="Recipe files or glob patterns (quote them); repeatable.")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Seeds 0..N-1 per recipe.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The sweep's folder.")
-@click.option("--quick", is_flag=True, help="Smaller data and fewer epochs: the resnet18 ladder, 2 seeds, < 1 h on 2 cores.")
+@click.option("--quick", is_flag=True,
+              help="6 epochs instead of 16: the resnet18 ladder, 2 seeds, about 45 min on 2 cores.")
 @click.option("--data", default=None, help="Data set for every run (as compress --data).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting for every run.")
 @click.option("--attributes", default=None,

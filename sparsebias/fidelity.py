@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .audit import audit, inputs_from_bundles
+from .study import mean_defined
 
 # Table J.1, dense column.
 CELEBA_MEANS = {"accuracy": 0.904, "auc": 0.805, "ece": 0.0538, "interdependence": 0.310, "tcb": 0.903,
@@ -69,7 +70,7 @@ def fidelity(bundle_path, split: str = "test") -> dict:
                          "ece": metrics["ece"][a], "interdependence": default["interdependence"][a],
                          **{f"ba_{i}": default["ba"][i][a]["value"] for i in inputs.identities}}
                      for j, a in enumerate(names)}
-    means = {m: _mean(default[m] if m in default else metrics[m]) for m in
+    means = {m: mean_defined(default[m] if m in default else metrics[m]) for m in
              ("accuracy", "auc", "tcb", "ece", "uncertainty", "interdependence")}
     means["majority"] = float(majority.mean())
     means["accuracy_over_majority"] = means["accuracy"] - means["majority"]
@@ -77,7 +78,7 @@ def fidelity(bundle_path, split: str = "test") -> dict:
     for identity in inputs.identities:
         defined = {a: v["value"] for a, v in default["ba"][identity].items() if v["value"] is not None}
         top = sorted(defined.items(), key=lambda kv: -kv[1])[:TOP_BA]
-        ba[identity] = {"mean": _mean(defined), "attributes": len(defined),
+        ba[identity] = {"mean": mean_defined(defined), "attributes": len(defined),
                         "top": [{"attribute": a, "value": v} for a, v in top]}
     hard = sorted((a for a, v in zip(names, auc) if v < HARD_AUC), key=lambda a: metrics["auc"][a])
     stats = {**means, "hard_attributes": len(hard)}
@@ -86,9 +87,11 @@ def fidelity(bundle_path, split: str = "test") -> dict:
                    "passed": all(a in CELEBA_HARD for a in hard)})
     for identity in ("Male", "Young"):
         if identity in ba:
-            checks.append(_check(f"mean BA ({identity}), CelebA-correlated attributes",
-                                 _mean({a: per_attribute[a][f"ba_{identity}"] for a in _celeba_correlated(identity)
-                                        if a in per_attribute}), 1e-12, None))
+            correlated = {a: per_attribute[a][f"ba_{identity}"] for a in _celeba_correlated(identity)
+                          if a in per_attribute}
+            value = mean_defined(correlated)
+            checks.append({"check": f"mean BA ({identity}) over the attributes CelebA's dense model amplifies",
+                           "value": value, "band": "> 0", "passed": value is not None and value > 0})
     return {
         "bundle": str(bundle_path), "split": split, "samples": int(len(inputs.ids)), "attributes": len(names),
         "means": means, "celeba_means": CELEBA_MEANS,
@@ -115,11 +118,6 @@ def _check(name: str, value, low, high) -> dict:
     passed = value is not None and (low is None or value >= low) and (high is None or value <= high)
     band = " .. ".join("" if b is None else f"{b:g}" for b in (low, high))
     return {"check": name, "value": value, "band": band.strip(), "passed": bool(passed)}
-
-
-def _mean(values: dict):
-    defined = [v for v in values.values() if v is not None]
-    return float(np.mean(defined)) if defined else None
 
 
 def _nan(v):

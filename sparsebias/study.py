@@ -131,9 +131,10 @@ def _run_summary(report: dict, inputs) -> dict:
     for identity, per_variant in _override_effect(inputs).items():
         variants[identity].update(per_variant)
     return {"identities": list(inputs.identities),
-            "accuracy": _mean(views["default"]["accuracy"]), "auc": _mean(comp["auc"]), "ece": _mean(comp["ece"]),
-            "uncertainty": _mean(comp["uncertainty"]), "tcb": _mean(views["default"]["tcb"]),
-            "interdependence": _mean(views["default"]["interdependence"]),
+            "accuracy": mean_defined(views["default"]["accuracy"]), "auc": mean_defined(comp["auc"]),
+            "ece": mean_defined(comp["ece"]), "uncertainty": mean_defined(comp["uncertainty"]),
+            "tcb": mean_defined(views["default"]["tcb"]),
+            "interdependence": mean_defined(views["default"]["interdependence"]),
             "per_attribute": {m: views["default"][m] if m in views["default"] else comp[m]
                               for m in ("tcb", "ece", "interdependence", "uncertainty", "accuracy")},
             "ba_variants": variants}
@@ -235,7 +236,8 @@ def decisions_3d(logits: np.ndarray) -> np.ndarray:
     return np.stack([decisions(z) for z in logits])
 
 
-def _mean(values: dict):
+def mean_defined(values: dict):
+    """The mean of a {name: value} dict's values that are not None; None when none is."""
     defined = [v for v in values.values() if v is not None]
     return float(np.mean(defined)) if defined else None
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from .errors import SparsebiasError
 
-# --quick: the whole ladder with 2 seeds in under an hour on 2 cores. Keys a recipe does
-# not define (a dense recipe has no pruning schedule) are left out for that recipe.
-QUICK = {"data": "synthfaces:train=1500,val=500,test=1000", "num_epochs": 5,
-         "pruning_start_epoch": 0.5, "pruning_end_epoch": 3}
+# --quick: the resnet18 ladder with 2 seeds in about 45 minutes on 2 cores: the default
+# data, 6 epochs instead of 16. Keys a recipe does not define (a dense recipe has no
+# pruning schedule) are left out for that recipe.
+QUICK = {"num_epochs": 6, "pruning_start_epoch": 1, "pruning_end_epoch": 4}
 RUN_SETTINGS = {"data", "num_epochs", "image_size", "batch_size", "arch", "optimizer", "init_lr", "momentum",
                 "weight_decay", "precision"}
 

@@ -35,7 +35,7 @@ def test_plan(repo):
                                       "resnet18_90-s1", "resnet18_90-s1-Smiling"]
     dense, sparse = jobs[0], jobs[4]
     assert "pruning_end_epoch" not in dense.overrides and sparse.overrides["pruning_end_epoch"] == QUICK["pruning_end_epoch"]
-    assert dense.overrides["data"] == QUICK["data"] and jobs[1].attributes == ("Smiling",)
+    assert dense.overrides["num_epochs"] == QUICK["num_epochs"] and jobs[1].attributes == ("Smiling",)
     pt = plan(recipes(repo, "resnet18_pt_95", "resnet18_dense"), 1, from_dense=True)
     assert [(j.name, j.start_from) for j in pt] == [("resnet18_dense-s0", None), ("resnet18_pt_95-s0", "resnet18_dense-s0")]
     assert level_of("recipes/resnet18_99_5.yaml") == "99_5" and level_of("x/mobilenet_v2_dense.yaml") == "dense"
@@ -101,6 +101,22 @@ def test_cli_writes_the_study_report(tiny_sweep, repo):
     assert "## Findings" in text and "## Table J.1 layout, joint training" in text
     for name in ("systematic", "ba", "calibration", "cie_uncertainty", "overrides"):
         assert (report / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_backdoored_runs_are_their_own_task_with_the_backdoor_as_identity(repo, tmp_path):
+    settings = {**TINY, "data": TINY_DATA + ",backdoor=Smiling/square/0.9/0.1/0.5"}
+    jobs = plan(recipes(repo, "resnet18_dense", "resnet18_95"), 1, single=["Smiling"], joint=False,
+                overrides=settings)
+    assert run_sweep(jobs, tmp_path, echo=lambda *a: None) == []
+    study = run_study(tmp_path, speed=False, echo=lambda *a: None)
+    assert study["tasks"] == ["Smiling (backdoor)"] and "backdoor" not in study["identities"]
+    dense, sparse = study["levels"]["Smiling (backdoor)"]
+    audit = json.loads((tmp_path / "audits" / "resnet18_95-s0-Smiling.json").read_text())
+    ba = audit["metrics"]["compressed"]["views"]["default"]["ba"]["backdoor"]["Smiling"]["value"]
+    assert sparse["ba"]["backdoor"]["mean"] == pytest.approx(ba)
+    from sparsebias.report.study import findings
+    f13 = next(f for f in findings(study) if f["id"] == "F13")
+    assert f13["reproduces"] is not None and "Smiling (backdoor)" in f13["numbers"]
 
 
 def test_an_interrupted_run_is_resumed(repo, tmp_path):

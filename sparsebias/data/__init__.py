@@ -87,7 +87,7 @@ def open_data(spec: str | None, echo=print) -> FaceAttributes:
         echo(f"Building SynthFaces ({config.n_images} images, {config.image_size}px) in {folder}")
         from tqdm import tqdm
         with tqdm(total=config.n_images, unit="img", leave=False) as bar:
-            write_synthfaces(folder, config, workers=min(2, os.cpu_count() or 1), progress=bar.update)
+            write_synthfaces(folder, config, workers=os.cpu_count() or 1, progress=bar.update)
     else:
         echo(f"Using SynthFaces in {folder}")
     return _read_synthfaces(folder, config)

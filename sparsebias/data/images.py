@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import SparsebiasError
 from . import cache_dir
 from .celeba import FaceAttributes
+from .parallel import run_chunks
 
 # ImageNet statistics, as torchvision's models expect; recorded in every bundle.
 MEAN = (0.485, 0.456, 0.406)
@@ -63,17 +63,7 @@ def decoded_images(paths: list[Path], size: int, cache_file: Path, workers: int 
             np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size)).flush()
             jobs = [(tmp, [str(p) for p in paths[s:s + DECODE_CHUNK]], s, size)
                     for s in range(0, len(paths), DECODE_CHUNK)]
-            workers = min(workers or os.cpu_count() or 1, len(jobs))
-            if workers > 1:
-                with get_context("fork").Pool(workers) as pool:
-                    for done in pool.imap_unordered(_decode_chunk, jobs):
-                        if progress:
-                            progress(done)
-            else:
-                for job in jobs:
-                    done = _decode_chunk(job)
-                    if progress:
-                        progress(done)
+            run_chunks(_decode_chunk, jobs, workers or os.cpu_count() or 1, progress)
             tmp.rename(cache_file)
         finally:
             tmp.unlink(missing_ok=True)

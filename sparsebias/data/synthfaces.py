@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +47,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from ..errors import SparsebiasError
 from .attributes import CELEBA_ATTRIBUTES
 from .groups import AGE_GROUPS, FAIRFACE_RACES, GENDERS
+from .parallel import run_chunks
 
 GENERATOR_VERSION = 5
 CANVAS = 128  # drawing happens at this size, then the image is downsampled
@@ -575,16 +575,7 @@ def write_synthfaces(folder: Path, config: SynthFacesConfig, workers: int = 2, p
              flags[s:s + chunk], None if groups is None else groups[s:s + chunk], paths[s:s + chunk])
             for s in range(0, config.n_images, chunk)]
     try:
-        if workers > 1:
-            with get_context("fork").Pool(workers) as pool:
-                for done in pool.imap_unordered(_render_chunk, jobs):
-                    if progress:
-                        progress(done)
-        else:
-            for job in jobs:
-                done = _render_chunk(job)
-                if progress:
-                    progress(done)
+        run_chunks(_render_chunk, jobs, workers, progress)
         if config.groups:
             _write_fairface_tables(tmp, labels, groups, paths, rng)
         else:
