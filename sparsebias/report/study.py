@@ -243,10 +243,13 @@ def _single_vs_joint(study: dict, ri: list[dict]) -> dict | None:
 
 
 def _backdoor(study: dict) -> dict | None:
+    tasks = [t for t in study["tasks"] if t.endswith("(backdoor)")]
+    if not tasks:
+        return None
     rows = []
-    for task in study["tasks"]:
+    for task in tasks:
         levels = study["levels"][task]
-        if not task.endswith("(backdoor)") or len(levels) < 2 or levels[0]["level"] != "dense":
+        if len(levels) < 2 or levels[0]["level"] != "dense":
             continue
         dense = levels[0]["ba"].get("backdoor", {}).get("mean")
         high = [lv["ba"]["backdoor"]["mean"] for lv in levels[1:]
@@ -254,7 +257,8 @@ def _backdoor(study: dict) -> dict | None:
         if dense is not None and high:
             rows.append((task, dense, float(np.mean(high))))
     if not rows:
-        return None
+        return {"holds": None, "numbers": f"{', '.join(tasks)}: BA(backdoor) is undefined for the dense model or at "
+                                          ">= 95% (no such level, or nothing predicted positive)"}
     holds = all(d > 0 and 0 <= s - d <= SLIGHT * d for _, d, s in rows)
     return {"holds": holds, "numbers": "; ".join(f"{t}: BA(backdoor) {d:+.3f} dense, {s:+.3f} at >= 95% "
                                                  f"({s - d:+.3f})" for t, d, s in rows)}
