@@ -61,7 +61,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     _prepare_work_dir(work_dir, run, resume, echo)
 
     size = settings["image_size"]
-    sets = {split: _decoded(table, split, attributes, size, echo) for split in ("train", "val", "test")}
+    sets = {split: _decoded(table, split, attributes, size) for split in ("train", "val", "test")}
     for split, ds in sets.items():
         if len(ds) == 0:
             raise SparsebiasError(f"{table.root}: the {split} split is empty")
@@ -129,7 +129,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     return written
 
 
-def _decoded(table, split: str, attributes, size: int, echo) -> FaceImages:
+def _decoded(table, split: str, attributes, size: int) -> FaceImages:
     """A split's images, decoded into the image cache on first use (with a progress bar)."""
     with tqdm(total=int((table.partition == SPLITS[split]).sum()), desc=f"decoding {split}", unit="img",
               leave=False) as bar:

@@ -15,6 +15,7 @@ from ..errors import SparsebiasError
 from .attributes import CELEBA_ATTRIBUTES, DEFAULT_IDENTITIES, SINGLE_ATTRIBUTE_SET
 from .celeba import FaceAttributes, read_celeba
 from .fairface import read_fairface
+from .parallel import build_lock
 from .synthfaces import Backdoor, SynthFacesConfig, write_synthfaces
 from .utkface import read_utkface
 
@@ -83,13 +84,14 @@ def open_data(spec: str | None, echo=print) -> FaceAttributes:
     config = synthfaces_config(rest)
     folder = cache_dir() / config.folder_name
     done = "fairface_label_val.csv" if config.groups else "list_eval_partition.txt"
-    if not (folder / done).exists():
-        echo(f"Building SynthFaces ({config.n_images} images, {config.image_size}px) in {folder}")
-        from tqdm import tqdm
-        with tqdm(total=config.n_images, unit="img", leave=False) as bar:
-            write_synthfaces(folder, config, workers=os.cpu_count() or 1, progress=bar.update)
-    else:
-        echo(f"Using SynthFaces in {folder}")
+    with build_lock(folder):
+        if not (folder / done).exists():
+            echo(f"Building SynthFaces ({config.n_images} images, {config.image_size}px) in {folder}")
+            from tqdm import tqdm
+            with tqdm(total=config.n_images, unit="img", leave=False) as bar:
+                write_synthfaces(folder, config, workers=os.cpu_count() or 1, progress=bar.update)
+        else:
+            echo(f"Using SynthFaces in {folder}")
     return _read_synthfaces(folder, config)
 
 

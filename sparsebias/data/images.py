@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import SparsebiasError
 from . import cache_dir
 from .celeba import FaceAttributes
-from .parallel import run_chunks
+from .parallel import build_lock, run_chunks
 
 # ImageNet statistics, as torchvision's models expect; recorded in every bundle.
 MEAN = (0.485, 0.456, 0.406)
@@ -56,17 +56,17 @@ def decoded_images(paths: list[Path], size: int, cache_file: Path, workers: int 
                    progress=None) -> np.ndarray:
     """The images at `paths` as one (N, 3, size, size) uint8 array, decoded into `cache_file`
     on first use (atomically, in parallel) and memory-mapped copy-on-write after that."""
-    if not cache_file.exists():
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
-        try:
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size)).flush()
-            jobs = [(tmp, [str(p) for p in paths[s:s + DECODE_CHUNK]], s, size)
-                    for s in range(0, len(paths), DECODE_CHUNK)]
-            run_chunks(_decode_chunk, jobs, workers or os.cpu_count() or 1, progress)
-            tmp.rename(cache_file)
-        finally:
-            tmp.unlink(missing_ok=True)
+    with build_lock(cache_file):
+        if not cache_file.exists():
+            tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
+            try:
+                np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size)).flush()
+                jobs = [(tmp, [str(p) for p in paths[s:s + DECODE_CHUNK]], s, size)
+                        for s in range(0, len(paths), DECODE_CHUNK)]
+                run_chunks(_decode_chunk, jobs, workers or os.cpu_count() or 1, progress)
+                tmp.rename(cache_file)
+            finally:
+                tmp.unlink(missing_ok=True)
     return np.load(cache_file, mmap_mode="c")
 
 

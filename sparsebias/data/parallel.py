@@ -1,8 +1,11 @@
-"""Chunks of work on every core (a fork pool), with a progress callback per finished chunk."""
+"""Chunks of work on every core (a fork pool), and a lock for what several processes may build at once."""
 
 from __future__ import annotations
 
+import fcntl
+from contextlib import contextmanager
 from multiprocessing import get_context
+from pathlib import Path
 
 
 def run_chunks(fn, jobs: list, workers: int, progress=None) -> None:
@@ -18,3 +21,16 @@ def run_chunks(fn, jobs: list, workers: int, progress=None) -> None:
         done = fn(job)
         if progress:
             progress(done)
+
+
+@contextmanager
+def build_lock(target: Path):
+    """Hold an exclusive lock for building `target`, so that processes started together
+    (a sweep's runs) build it once: the others wait, then find it built."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -30,7 +30,7 @@ def test_split_is_decoded_once_into_the_cache(celeba, tmp_path, monkeypatch):
     assert train.images.shape == (2, 3, 16, 16) and train.images.dtype.is_floating_point is False
     for i, path in enumerate(train.paths):
         np.testing.assert_array_equal(train.images[i].numpy(), load_image(path, 16))
-    assert [f.name for f in (tmp_path / "cache").iterdir()] == [f.name for f in (tmp_path / "cache").glob("*.npy")]
+    assert not list((tmp_path / "cache").glob("*tmp*")), "no temporary file left behind"
 
     def no_decoding(*args):
         raise AssertionError("decoded again")
@@ -54,8 +54,22 @@ def test_cache_key_follows_size_split_and_labels(celeba, tmp_path):
     assert len(list(cache.glob("*.npy"))) == 4
 
 
+def test_processes_started_together_decode_once(celeba, tmp_path):
+    import multiprocessing
+
+    table = read_celeba(celeba)
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        arrays = pool.starmap(_decode_in_process, [(table, tmp_path / "cache")] * 3)
+    assert all(np.array_equal(a, arrays[0]) for a in arrays)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+
+
+def _decode_in_process(table, cache):
+    return FaceImages(table, "train", ["Smiling"], 16, cache=cache).images.numpy().copy()
+
+
 def test_unreadable_image_leaves_no_cache_file(celeba, tmp_path):
     (celeba / "img_align_celeba" / "000002.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(SparsebiasError, match="cannot read image .*000002.jpg"):
         FaceImages(read_celeba(celeba), "train", ["Smiling"], 16, cache=tmp_path / "cache")
-    assert not list((tmp_path / "cache").iterdir())
+    assert not [f for f in (tmp_path / "cache").iterdir() if not f.name.endswith(".lock")]
