@@ -87,8 +87,12 @@ def test_single_vs_joint_and_gmp_pt():
     single = {a: [level("dense", 0.0, ba_attr={"Male": {a: 0.12}}, per_attribute={"uncertainty": {a: 0.5}})]
               for a in ("Oval_Face", "Big_Nose")}
     pt = [{**lv, "level": "pt_" + lv["level"]} for lv in paper_like_ladder()[1:]]
-    v = verdicts(study(ladder + pt, **single))
-    assert v["F12"] is True and v["F14"] is True
+    cie = [{"level": "99", "dense_uncertain_among_cies": 0.8, "dense_uncertain_overall": 0.14},
+           {"level": "pt_99", "dense_uncertain_among_cies": 0.1, "dense_uncertain_overall": 0.14}]
+    found = {f["id"]: f for f in findings(study(ladder + pt, cie, **single))}
+    assert found["F11"]["reproduces"] is True and "pt_99" not in found["F11"]["numbers"]  # each ladder its own CIEs
+    assert found["F12"]["reproduces"] is True and found["F14"]["reproduces"] is True
+    assert "10 of 11" in found["F14"]["numbers"] and "F11 does not" in found["F14"]["numbers"]
     single["Big_Nose"][0]["per_attribute"]["uncertainty"]["Big_Nose"] = 0.1   # less uncertain single: F12 fails
     assert verdicts(study(ladder + pt, **single))["F12"] is False
 

@@ -123,15 +123,15 @@ def findings(study: dict) -> list[dict]:
     any data: thresholds are the paper's words made numeric (DOUBLING, SLIGHT).
     """
     joint = study["levels"].get("joint") or []
-    ri = _ladder(joint, "ri")
+    cies = study["cie"].get("joint") or []
+    ri, pt = _ladder(joint, "ri"), _ladder(joint, "pt")
     out = {f: None for f in CLAIMS}
     if len(ri) >= 2:
-        out.update(_ladder_findings(study, ri, study["cie"].get("joint") or []))
+        out.update(_ladder_findings(study, ri, _of_ladder(cies, ri)))
     out["F12"] = _single_vs_joint(study, ri)
     out["F13"] = _backdoor(study)
-    pt = _ladder(joint, "pt")
     if len(pt) >= 2 and len(ri) >= 2:
-        ours = _ladder_findings(study, pt, [])
+        ours = _ladder_findings(study, pt, _of_ladder(cies, pt))
         same = [f for f in ours if ours[f]["holds"] is not None and out[f] is not None
                 and ours[f]["holds"] == out[f]["holds"]]
         tested = [f for f in ours if ours[f]["holds"] is not None and out[f] is not None]
@@ -153,6 +153,11 @@ def _ladder(levels: list[dict], family: str) -> list[dict]:
         head = level.split("_")[0]
         return "dense" if level == "dense" else "ri" if head.isdigit() else head
     return [lv for lv in levels if family_of(lv["level"]) in ("dense", family)]
+
+
+def _of_ladder(entries: list[dict], ladder: list[dict]) -> list[dict]:
+    names = {lv["level"] for lv in ladder}
+    return [e for e in entries if e["level"] in names]
 
 
 def _ladder_findings(study: dict, levels: list[dict], cies: list[dict]) -> dict:
