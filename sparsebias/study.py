@@ -79,7 +79,7 @@ def run_study(out, identities=None, speed: bool = True, echo=print) -> dict:
             echo(f"skipped {r.job.name}: no dense run of task {r.task} with seed {r.job.seed}")
             continue
         ids = list(identities or r.bundle.manifest["identities"])
-        if r.task.endswith("(backdoor)"):  # Section 3.4: the backdoor flag is the identity
+        if r.task.endswith("(backdoor)") and "backdoor" not in ids:  # Section 3.4: the flag is an identity
             ids.append("backdoor")
         inputs = inputs_from_bundles(r.bundle.path, ref.bundle.path, identities=ids)
         report = audit(inputs)
