@@ -94,9 +94,7 @@ def fidelity(bundle_path, split: str = "test") -> dict:
     return {
         "bundle": str(bundle_path), "split": split, "samples": int(len(inputs.ids)), "attributes": len(names),
         "means": means, "celeba_means": CELEBA_MEANS,
-        "auc_distribution": {"min": float(np.nanmin(auc)), "q25": float(np.nanquantile(auc, 0.25)),
-                             "median": float(np.nanmedian(auc)), "q75": float(np.nanquantile(auc, 0.75)),
-                             "max": float(np.nanmax(auc)), "below_0.70": hard,
+        "auc_distribution": {**_quartiles(auc[np.isfinite(auc)]), "below_0.70": hard,
                              "below_0.75": sorted(a for a, v in zip(names, auc) if v < 0.75)},
         "ba": ba, "celeba_mean_ba": CELEBA_MEAN_BA,
         "celeba_top_ba": [{"attribute": a, "identity": i, "value": v} for a, i, v in CELEBA_TOP_BA],
@@ -105,6 +103,14 @@ def fidelity(bundle_path, split: str = "test") -> dict:
                                  for a, v in CELEBA_PER_ATTRIBUTE.items() if a in per_attribute},
         "checks": checks, "passed": sum(c["passed"] for c in checks), "total": len(checks),
     }
+
+
+def _quartiles(values: np.ndarray) -> dict:
+    """min, quartiles and max; None each where no attribute has an AUC (one class only in the split)."""
+    keys, qs = ("min", "q25", "median", "q75", "max"), (0, 0.25, 0.5, 0.75, 1)
+    if not len(values):
+        return dict.fromkeys(keys)
+    return {k: float(np.quantile(values, q)) for k, q in zip(keys, qs)}
 
 
 def _celeba_correlated(identity: str) -> list[str]:

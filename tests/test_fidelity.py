@@ -76,3 +76,10 @@ def test_cli_writes_the_report(dense_bundle, tmp_path):
 def test_cli_refuses_a_missing_bundle(tmp_path):
     run = CliRunner().invoke(main, ["fidelity", str(tmp_path / "nope")])
     assert run.exit_code == 2 and run.output.count("\n") == 1
+
+
+def test_auc_spread_of_no_defined_auc_is_empty():
+    from sparsebias.fidelity import _quartiles
+    assert _quartiles(np.array([])) == dict.fromkeys(("min", "q25", "median", "q75", "max"))
+    assert _quartiles(np.array([0.6, 0.8, 0.7, 0.9, 1.0])) == pytest.approx(
+        {"min": 0.6, "q25": 0.7, "median": 0.8, "q75": 0.9, "max": 1.0})
