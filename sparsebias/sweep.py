@@ -26,8 +26,6 @@ from .errors import SparsebiasError
 # data, 6 epochs instead of 16. Keys a recipe does not define (a dense recipe has no
 # pruning schedule) are left out for that recipe.
 QUICK = {"num_epochs": 6, "pruning_start_epoch": 1, "pruning_end_epoch": 4}
-RUN_SETTINGS = {"data", "num_epochs", "image_size", "batch_size", "arch", "optimizer", "init_lr", "momentum",
-                "weight_decay", "precision"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     With `from_dense`, pruning recipes start from the dense run of the same seed and task
     (GMP-PT); the sweep then needs exactly one dense recipe.
     """
-    from .recipes import load_recipe
+    from .recipes import RUN_DEFAULTS, load_recipe
 
     paths = _expand(recipes)
     if seeds < 1:
@@ -59,7 +57,7 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     dense = [path for path, r in recipes.items() if not r.pruning_modifiers]
     if from_dense and len(dense) != 1:
         raise SparsebiasError(f"--from-dense needs exactly one dense recipe among the recipes, found {len(dense)}")
-    unused = [k for k in overrides or {} if k not in RUN_SETTINGS and not any(k in r.variables for r in recipes.values())]
+    unused = [k for k in overrides or {} if k not in RUN_DEFAULTS and not any(k in r.variables for r in recipes.values())]
     if unused:
         raise SparsebiasError(f"--set {unused[0]}: no recipe of the sweep has this variable")
     overrides = {**(QUICK if quick else {}), **(overrides or {}), **({"data": data} if data else {})}
@@ -67,7 +65,7 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     jobs = []
     for path, recipe in recipes.items():
         # a setting applies where the recipe has it: a dense recipe has no pruning schedule
-        settings = {k: v for k, v in overrides.items() if k in RUN_SETTINGS or k in recipe.variables}
+        settings = {k: v for k, v in overrides.items() if k in RUN_DEFAULTS or k in recipe.variables}
         for seed in range(seeds):
             for task in tasks:
                 start = _name(dense[0], seed, task) if from_dense and path not in dense else None
