@@ -181,8 +181,9 @@ def _head_keys(model) -> set[str]:
 
 
 def _versions() -> dict:
+    import importlib.metadata
+
     import onnx
-    import sparseml
     import torchvision
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "sparseml": sparseml.__version__,
-            "onnx": onnx.__version__, "python": platform.python_version()}
+    return {"sparsebias": importlib.metadata.version("sparsebias"), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "onnx": onnx.__version__, "python": platform.python_version()}

@@ -1,4 +1,4 @@
-"""The training loop: a SparseML recipe drives the schedule, we keep the best validation epoch.
+"""The training loop: a recipe drives the schedule, we keep the best validation epoch.
 
 Batches are sliced out of each split's decoded uint8 array (no per-item loading), the
 model runs in channels_last, and the forward and backward passes use bf16 autocast where
@@ -31,7 +31,6 @@ from .errors import SparsebiasError
 from .models import sparsity_report
 from .pruning import ScoreData
 from .recipes import Recipe
-from .sparseml_patch import quiet_loggers
 from .tasks import Outputs
 
 EVAL_BATCH = 256
@@ -99,7 +98,7 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
         echo(f"Resuming from {last_path} after epoch {start_epoch}")
 
     score_data = ScoreData(train_set, loss_fn, batch_size, seed)
-    recipe.manager.initialize(model, epoch=float(start_epoch), loggers=quiet_loggers(), score_data=score_data)
+    recipe.manager.initialize(model, epoch=float(start_epoch), score_data=score_data)
     if state:
         recipe.manager.load_state_dict(state["manager"])
         optimizer.load_state_dict(state["optimizer"])

@@ -64,7 +64,7 @@ def test_unknown_modifier(tmp_path):
 def test_pattern_matching_no_layer(tmp_path):
     path = recipe_file(tmp_path, PRUNE.format(params='["re:layer7.*"]', init=0.1, final=0.5, mask="unstructured"))
     line = compress(tmp_path, path, "--data", TINY_DATA, *FAST)
-    assert "params pattern 're:layer7.*' matches no layer of resnet18" in line
+    assert "params 're:layer7.*' matches no parameter of resnet18; nearest: layer1.0.conv1.weight" in line
 
 
 def test_nm_target_not_matching_ratio(tmp_path):

@@ -10,7 +10,6 @@ import torch
 from sparsebias.errors import SparsebiasError
 from sparsebias.models import build_model, prunable_weights
 from sparsebias.recipes import check_recipe_against_model, load_recipe, parse_overrides
-from sparsebias.sparseml_patch import quiet_loggers
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 
@@ -18,7 +17,7 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"
 def run_schedule(recipe, model, steps_per_epoch=2, image_size=32):
     """Drive the recipe's whole schedule with a couple of random batches per epoch."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    recipe.manager.initialize(model, epoch=0.0, loggers=quiet_loggers())
+    recipe.manager.initialize(model, epoch=0.0)
     wrapped = recipe.manager.modify(model, optimizer, steps_per_epoch=steps_per_epoch)
     model.train()
     for _ in range(recipe.epochs * steps_per_epoch):
@@ -36,9 +35,8 @@ def expected_sparsity(recipe, model):
     total = sum(w.numel() for w in weights.values())
     zeros = 0.0
     for mod in recipe.pruning_modifiers:
-        pattern = mod.params
-        names = [n for n in weights if pattern == "__ALL_PRUNABLE__"
-                 or any(n == p or p.startswith("re:") and re.match(p[3:], n) for p in pattern)]
+        names = [n for n in weights if any(p == "__ALL_PRUNABLE__" or n == p or p.startswith("re:") and re.match(p[3:], n)
+                                           for p in mod.params)]
         zeros += mod.final_sparsity * sum(weights[n].numel() for n in names)
     return zeros / total
 
@@ -108,10 +106,14 @@ def test_markdown_recipe_with_front_matter(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: [1\n", r"recipe.yaml:4: YAML error"),
     ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n  - !MagicPruner\n    final_sparsity: 0.5\n",
-     r"recipe.yaml:4: unknown modifier !MagicPruner"),
+     r"recipe.yaml:4: unknown modifier !MagicPruner; supported: ConstantPruningModifier, EpochRangeModifier"),
+    ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n", r"recipe.yaml:2: EpochRangeModifier needs 'start_epoch'"),
+    ("modifiers:\n  - !QuantizationModifier\n    start_epoch: 0\n",
+     r"recipe.yaml:2: !QuantizationModifier \(quantization-aware training\) is not supported by sparsebias's recipe executor"),
     (GMP.format(params="__ALL_PRUNABLE__", init=0.9, sparsity=0.9, mask='"2:4"'),
      r"mask_type 2:4 needs sparsity 0.5 \(1 - N/M\), got 0.9"),
-    ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n    final_sparsty: 1\n", "invalid recipe: .*final_sparsty"),
+    ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n    final_sparsty: 1\n",
+     r"recipe.yaml:2: EpochRangeModifier has no argument 'final_sparsty' \(its arguments: start_epoch, end_epoch\)"),
     ("optimizer: rmsprop\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n",
      "optimizer 'rmsprop' is not one of sgd, adam"),
     ("precision: fp8\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n",
@@ -130,7 +132,7 @@ def test_missing_recipe(tmp_path):
 
 
 @pytest.mark.parametrize("params, mask, message", [
-    ('["re:layer9.*weight"]', "unstructured", r"params pattern 're:layer9.\*weight' matches no layer of resnet18"),
+    ('["re:layer9.*weight"]', "unstructured", r"params 're:layer9.\*weight' matches no parameter of resnet18; nearest: layer1.0.conv1.weight"),
     ('["conv1.weight"]', '"2:4"', "includes conv1.weight with 3 input channels, not a multiple of 4"),
 ])
 def test_patterns_are_checked_against_the_model(tmp_path, params, mask, message):
@@ -187,7 +189,7 @@ def test_group_recipe_reaches_its_sparsity_on(path, arch):
     check_recipe_against_model(recipe, model, arch)
     data = GroupImages()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    recipe.manager.initialize(model, epoch=0.0, loggers=quiet_loggers(),
+    recipe.manager.initialize(model, epoch=0.0,
                               score_data=ScoreData(data, outputs.loss(), 4, seed=0))
     wrapped = recipe.manager.modify(model, optimizer, steps_per_epoch=2)
     model.train()

@@ -29,12 +29,13 @@ def recipes(repo, *names):
 
 
 def test_plan(repo):
-    jobs = plan(recipes(repo, "resnet18_dense", "resnet18_90"), 2, single=["Smiling"], quick=True)
+    jobs = plan(recipes(repo, "resnet18_dense", "resnet18_90"), 2, single=["Smiling"], quick=True,
+                overrides={"pruning_end_epoch": 3})
     assert [j.name for j in jobs] == ["resnet18_dense-s0", "resnet18_dense-s0-Smiling", "resnet18_dense-s1",
                                       "resnet18_dense-s1-Smiling", "resnet18_90-s0", "resnet18_90-s0-Smiling",
                                       "resnet18_90-s1", "resnet18_90-s1-Smiling"]
     dense, sparse = jobs[0], jobs[4]
-    assert "pruning_end_epoch" not in dense.overrides and sparse.overrides["pruning_end_epoch"] == QUICK["pruning_end_epoch"]
+    assert "pruning_end_epoch" not in dense.overrides and sparse.overrides["pruning_end_epoch"] == 3
     assert dense.overrides["num_epochs"] == QUICK["num_epochs"] and jobs[1].attributes == ("Smiling",)
     pt = plan(recipes(repo, "resnet18_pt_95", "resnet18_dense"), 1, from_dense=True)
     assert [(j.name, j.start_from) for j in pt] == [("resnet18_dense-s0", None), ("resnet18_pt_95-s0", "resnet18_dense-s0")]
@@ -57,7 +58,8 @@ def test_plan_errors(repo, kwargs, message):
 def tiny_sweep(tmp_path_factory, repo):
     out = tmp_path_factory.mktemp("sweep")
     jobs = plan(recipes(repo, "resnet18_dense", "resnet18_90"), 2, overrides=TINY)
-    assert run_sweep(jobs, out, workers=2, echo=lambda *a: None) == []  # the process pool path
+    said = []
+    assert run_sweep(jobs, out, workers=2, echo=said.append) == [], said  # the process pool path
     return out
 
 

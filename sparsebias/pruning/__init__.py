@@ -1,7 +1,7 @@
-"""sparsebias's own pruning methods as SparseML modifiers.
+"""sparsebias's own pruning methods, as modifiers of its recipe executor.
 
-Importing this package registers them with SparseML's recipe loader, so a recipe names
-them like any built-in modifier:
+Importing this package registers them with the executor (sparsebias.recipes loads it
+when it reads a recipe), so a recipe names them like any built-in modifier:
 
     !SNIPPruningModifier, !GraSPPruningModifier, !LotteryPruningModifier,
     !WSPruningModifier, !FairGRAPEPruningModifier

@@ -1,7 +1,7 @@
 """A gradual pruner whose weight scores a subclass computes; the base keeps the best.
 
-At every mask update SparseML asks the scorer for scores and the mask creator for
-masks. Here both hand back to the modifier: `compute_scores()` (one tensor per pruned
+At every mask update the executor's gradual pruner (sparsebias.recipes) asks for scores
+and masks. Here both hand back to the method: `compute_scores()` (one tensor per pruned
 parameter, higher is better to keep) and `select()` (by default the top scores among
 the weights still unpruned, over all layers or per layer). Pruned weights never come
 back, so masks only shrink.
@@ -13,10 +13,8 @@ import math
 from abc import abstractmethod
 
 import torch
-from sparseml.pytorch.sparsification.modifier import ModifierProp
-from sparseml.pytorch.sparsification.pruning.mask_creator import PruningMaskCreator
-from sparseml.pytorch.sparsification.pruning.modifier_pruning_base import BaseGradualPruningModifier
-from sparseml.pytorch.sparsification.pruning.scorer import PruningParamsScorer
+
+from ..recipes import GradualPruningModifier
 
 
 def keep_top(scores: list[torch.Tensor], masks: list[torch.Tensor], sparsities: list[float],
@@ -45,25 +43,7 @@ def _top(flat: torch.Tensor, k: int) -> torch.Tensor:
     return mask
 
 
-class _Scorer(PruningParamsScorer):
-    def __init__(self, params, modifier):
-        super().__init__(params)
-        self._modifier = modifier
-
-    def score_parameters(self):
-        return self._modifier.compute_scores()
-
-
-class _Selector(PruningMaskCreator):
-    def __init__(self, modifier):
-        self._modifier = modifier
-
-    def create_sparsity_masks(self, tensors, target, global_sparsity=False):
-        targets = target if isinstance(target, list) else [target] * len(tensors)
-        return self._modifier.select(tensors, targets)
-
-
-class ScoredPruningModifier(BaseGradualPruningModifier):
+class ScoredPruningModifier(GradualPruningModifier):
     """Base of sparsebias's pruning modifiers. Subclasses implement `compute_scores`."""
 
     needs_data = False       # whether compute_scores samples training batches
@@ -72,57 +52,36 @@ class ScoredPruningModifier(BaseGradualPruningModifier):
     def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
                  inter_func: str = "cubic", leave_enabled: bool = True, global_sparsity: bool | None = None,
                  num_batches: int = 1):
-        global_sparsity = self.global_by_default if global_sparsity is None else bool(global_sparsity)
-        super().__init__(params=params, init_sparsity=init_sparsity, final_sparsity=final_sparsity,
-                         inter_func=inter_func, start_epoch=start_epoch, end_epoch=end_epoch,
-                         update_frequency=update_frequency, global_sparsity=global_sparsity,
-                         leave_enabled=leave_enabled, end_comparator=-1, allow_reintroduction=False,
-                         parent_class_kwarg_names=[])
-        if not isinstance(num_batches, int) or num_batches < 1:
+        global_sparsity = self.global_by_default if global_sparsity is None else global_sparsity
+        super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency, inter_func,
+                         "unstructured", global_sparsity, leave_enabled)
+        if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
             raise ValueError(f"{type(self).__name__}: num_batches must be a positive integer, got {num_batches!r}")
-        self._num_batches = num_batches
+        self.num_batches = num_batches
         self._module = None
         self._score_data = None
 
-    @ModifierProp()
-    def num_batches(self) -> int:
-        return self._num_batches
-
-    @ModifierProp(serializable=False)
-    def global_sparsity(self) -> bool:
-        return self._global_sparsity
-
-    def initialize(self, module, epoch: float = 0, loggers=None, **kwargs):
+    def initialize(self, module, epoch: float = 0.0, **kwargs):
         self._module = module
         self._score_data = kwargs.get("score_data")
         if self.needs_data and self._score_data is None:
             raise ValueError(f"{type(self).__name__} scores weights on training batches; "
                              "it needs score_data (sparsebias compress provides it)")
-        super().initialize(module, epoch, loggers, **kwargs)
-
-    def get_applied_sparsity_for_epoch(self, epoch, steps_per_epoch):
-        if self.end_epoch <= self.start_epoch:  # one shot (SNIP, GraSP): the final sparsity at once
-            final = self._final_sparsity
-            return list(final) if isinstance(final, list) else [final] * len(self.module_masks.layers)
-        return super().get_applied_sparsity_for_epoch(epoch, steps_per_epoch)
-
-    def _get_mask_creator(self, param_names, params):
-        return _Selector(self)
-
-    def _get_scorer(self, params):
-        self._pruned = list(params)
-        return _Scorer(params, self)
+        super().initialize(module, epoch, **kwargs)
 
     @property
     def pruned_params(self) -> list[torch.nn.Parameter]:
-        return self._pruned
+        return self.parameters
+
+    def scores(self) -> list[torch.Tensor]:
+        return self.compute_scores()
 
     @abstractmethod
     def compute_scores(self) -> list[torch.Tensor]:
         """One score tensor per pruned parameter (its shape); higher means keep."""
 
     def select(self, scores: list[torch.Tensor], sparsities: list[float]) -> list[torch.Tensor]:
-        return keep_top(scores, self.module_masks.param_masks, sparsities, self._global_sparsity)
+        return keep_top(scores, self.masks, sparsities, self.global_sparsity)
 
     def loss_gradients(self, batches, create_graph: bool = False, temperature: float = 1.0):
         """Yield, per batch, the loss's gradient w.r.t. the pruned parameters.

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 import torch
-from sparseml.pytorch.sparsification.modifier import ModifierProp, PyTorchModifierYAML
+from ..recipes import register
 
 from .base import ScoredPruningModifier
 
@@ -83,7 +83,7 @@ def _orders(importance: np.ndarray, eligible: np.ndarray, k: int) -> list[np.nda
     return [index[row] for row in top.numpy()]
 
 
-@PyTorchModifierYAML()
+@register
 class FairGRAPEPruningModifier(ScoredPruningModifier):
     """| !FairGRAPEPruningModifier
     |     params: __ALL_PRUNABLE__
@@ -107,27 +107,23 @@ class FairGRAPEPruningModifier(ScoredPruningModifier):
         if not sensitive or not all(isinstance(s, str) for s in sensitive):
             raise ValueError(f"FairGRAPEPruningModifier: sensitive must name one or more label columns, "
                              f"got {sensitive!r}")
-        self._sensitive = list(sensitive)
-
-    @ModifierProp()
-    def sensitive(self) -> list[str]:
-        return self._sensitive
+        self.sensitive = list(sensitive)
 
     def compute_scores(self):
         """Per parameter, a (groups, *shape) tensor of group importances."""
         data = self._score_data
         per_group = []
-        for rows in data.group_rows(self._sensitive).values():
+        for rows in data.group_rows(self.sensitive).values():
             total = None
-            for grads in self.loss_gradients(data.batches(self._num_batches, rows)):
+            for grads in self.loss_gradients(data.batches(self.num_batches, rows)):
                 term = [(w.detach() * g) ** 2 for w, g in zip(self.pruned_params, grads)]
                 total = term if total is None else [t + s for t, s in zip(total, term)]
-            per_group.append([t / self._num_batches for t in total])
+            per_group.append([t / self.num_batches for t in total])
         return [torch.stack(layer) for layer in zip(*per_group)]
 
     def select(self, scores, sparsities):
         masks = []
-        for importance, mask, sparsity in zip(scores, self.module_masks.param_masks, sparsities):
+        for importance, mask, sparsity in zip(scores, self.masks, sparsities):
             n = mask.numel()
             kept = fair_keep(importance.reshape(len(importance), -1).double().numpy(),
                              mask.flatten().numpy() > 0, n - round(n * sparsity))

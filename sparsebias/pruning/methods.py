@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import torch
-from sparseml.pytorch.sparsification.modifier import ModifierProp, PyTorchModifierYAML
+from ..recipes import register
 
 from .base import ScoredPruningModifier
 
@@ -27,7 +27,7 @@ def _mean(gradient_lists) -> list[torch.Tensor]:
     return [t / count for t in total]
 
 
-@PyTorchModifierYAML()
+@register
 class SNIPPruningModifier(ScoredPruningModifier):
     """| !SNIPPruningModifier
     |     params: __ALL_PRUNABLE__
@@ -42,11 +42,11 @@ class SNIPPruningModifier(ScoredPruningModifier):
     global_by_default = True
 
     def compute_scores(self):
-        grads = _mean(self.loss_gradients(self._score_data.batches(self._num_batches)))
+        grads = _mean(self.loss_gradients(self._score_data.batches(self.num_batches)))
         return [(g * w.detach()).abs() for g, w in zip(grads, self.pruned_params)]
 
 
-@PyTorchModifierYAML()
+@register
 class GraSPPruningModifier(ScoredPruningModifier):
     """| !GraSPPruningModifier
     |     params: __ALL_PRUNABLE__
@@ -61,31 +61,30 @@ class GraSPPruningModifier(ScoredPruningModifier):
     needs_data = True
     global_by_default = True
 
-    def __init__(self, *args, temperature: float = 200.0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
+                 inter_func="cubic", leave_enabled=True, global_sparsity=None, num_batches=1,
+                 temperature: float = 200.0):
+        super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
+                         inter_func, leave_enabled, global_sparsity, num_batches)
         if not temperature > 0:
             raise ValueError(f"GraSPPruningModifier: temperature must be positive, got {temperature!r}")
-        self._temperature = float(temperature)
-
-    @ModifierProp()
-    def temperature(self) -> float:
-        return self._temperature
+        self.temperature = float(temperature)
 
     def compute_scores(self):
-        data, t = self._score_data, self._temperature
+        data, t = self._score_data, self.temperature
         draws = data.draws
-        g = _mean(self.loss_gradients(data.batches(self._num_batches), temperature=t))
+        g = _mean(self.loss_gradients(data.batches(self.num_batches), temperature=t))
         data.draws = draws  # the Hessian pass sees the same batches as the gradient pass
         hg = None
-        for grads in self.loss_gradients(data.batches(self._num_batches), create_graph=True, temperature=t):
+        for grads in self.loss_gradients(data.batches(self.num_batches), create_graph=True, temperature=t):
             z = sum((gi * gd).sum() for gi, gd in zip(grads, g))
             step = torch.autograd.grad(z, self.pruned_params)
             hg = list(step) if hg is None else [h + s for h, s in zip(hg, step)]
         # GraSP removes the largest -w * Hg: keep the largest w * Hg
-        return [w.detach() * h / self._num_batches for w, h in zip(self.pruned_params, hg)]
+        return [w.detach() * h / self.num_batches for w, h in zip(self.pruned_params, hg)]
 
 
-@PyTorchModifierYAML()
+@register
 class LotteryPruningModifier(ScoredPruningModifier):
     """| !LotteryPruningModifier
     |     params: __ALL_PRUNABLE__
@@ -106,27 +105,23 @@ class LotteryPruningModifier(ScoredPruningModifier):
         if rewind_epoch > max(start_epoch, 0):
             raise ValueError(f"LotteryPruningModifier: rewind_epoch {rewind_epoch} is after pruning starts "
                              f"(start_epoch {start_epoch})")
-        self._rewind_epoch = float(rewind_epoch)
+        self.rewind_epoch = float(rewind_epoch)
         self._rewind_state = None
+        self._pruned_now = False
 
-    @ModifierProp()
-    def rewind_epoch(self) -> float:
-        return self._rewind_epoch
-
-    def get_applied_sparsity_for_epoch(self, epoch, steps_per_epoch):
+    def sparsity_targets(self, epoch):
         """1 - (1 - init) * ((1 - final) / (1 - init)) ** progress: a constant share per round."""
         span = self.end_epoch - self.start_epoch
         progress = 1.0 if span <= 0 else min(max((epoch - self.start_epoch) / span, 0.0), 1.0)
-        init, final = float(self._init_sparsity), float(self._final_sparsity)
-        value = 1 - (1 - init) * ((1 - final) / (1 - init)) ** progress
-        return [value] * len(self.module_masks.layers)
+        init = self.init_sparsity
+        return [1 - (1 - init) * ((1 - final) / (1 - init)) ** progress for final in self.final_sparsities]
 
     def compute_scores(self):
         return [w.detach().abs() for w in self.pruned_params]
 
-    def initialize(self, module, epoch=0, loggers=None, **kwargs):
-        super().initialize(module, epoch, loggers, **kwargs)
-        if epoch >= self._rewind_epoch:  # a resumed run then loads the saved snapshot
+    def initialize(self, module, epoch=0.0, **kwargs):
+        super().initialize(module, epoch, **kwargs)
+        if epoch >= self.rewind_epoch:  # a resumed run then loads the saved snapshot
             self._snapshot()
 
     def _snapshot(self):
@@ -134,29 +129,30 @@ class LotteryPruningModifier(ScoredPruningModifier):
 
     def optimizer_post_step(self, module, optimizer, epoch, steps_per_epoch):
         super().optimizer_post_step(module, optimizer, epoch, steps_per_epoch)
-        if self._rewind_state is None and epoch >= self._rewind_epoch:
+        if self._rewind_state is None and epoch >= self.rewind_epoch:
             self._snapshot()
 
+    def new_masks(self, epoch, steps_per_epoch):
+        self._pruned_now = True
+        return super().new_masks(epoch, steps_per_epoch)
+
     def update(self, module, optimizer, epoch, steps_per_epoch):
+        self._pruned_now = False
         super().update(module, optimizer, epoch, steps_per_epoch)
-        if self._sparsity_applied and self._rewind_state is not None:
+        if self._pruned_now and self._rewind_state is not None:
             module.load_state_dict(self._rewind_state)
-            self.module_masks.apply()
+            self.apply()
             optimizer.state.clear()  # momentum belongs to the weights before rewinding
 
     def state_dict(self):
-        state = dict(super().state_dict())
-        for k, v in (self._rewind_state or {}).items():
-            state[f"rewind::{k}"] = v
-        return state
+        return {**super().state_dict(), "rewind": self._rewind_state}
 
-    def load_state_dict(self, state_dict, strict: bool = True):
-        rewind = {k[len("rewind::"):]: v for k, v in state_dict.items() if k.startswith("rewind::")}
-        super().load_state_dict({k: v for k, v in state_dict.items() if not k.startswith("rewind::")}, strict)
-        self._rewind_state = rewind or None
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self._rewind_state = state["rewind"]
 
 
-@PyTorchModifierYAML()
+@register
 class WSPruningModifier(ScoredPruningModifier):
     """| !WSPruningModifier
     |     params: __ALL_PRUNABLE__

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sparsebias.pruning import ScoreData
-from sparsebias.sparseml_patch import ScheduledModifierManager, quiet_loggers
+from sparsebias.recipes import RecipeManager
 from sparsebias.tasks import Outputs
 
 OUTPUTS = Outputs(("y",), (("a", "b", "c"),))
@@ -53,8 +53,8 @@ def data():
 def apply_once(modifier, model, data, lr=0.0):
     """Initialise a manager with the modifier and take one optimizer step at epoch 0 with
     learning rate `lr` (0: the weights the mask was chosen on stay as they were)."""
-    manager = ScheduledModifierManager([modifier])
-    manager.initialize(model, epoch=0.0, loggers=quiet_loggers(), score_data=data)
+    manager = RecipeManager([modifier])
+    manager.initialize(model, epoch=0.0, score_data=data)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     wrapped = manager.modify(model, optimizer, steps_per_epoch=1)
     x, y = next(ScoreData(data.dataset, data.loss, 16, seed=99).batches(1))

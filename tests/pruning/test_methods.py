@@ -8,7 +8,7 @@ from torch.func import functional_call, grad, jvp
 
 from sparsebias.pruning import (GraSPPruningModifier, LotteryPruningModifier, ScoreData, SNIPPruningModifier,
                                 WSPruningModifier, keep_top)
-from sparsebias.sparseml_patch import ScheduledModifierManager, quiet_loggers
+from sparsebias.recipes import RecipeManager
 
 from .conftest import apply_once
 
@@ -89,10 +89,10 @@ def test_lottery_prunes_by_magnitude_and_rewinds_the_survivors(net, data):
     initial = {k: v.detach().clone() for k, v in net.state_dict().items()}
     mod = LotteryPruningModifier(PARAMS, 0.5, 0.875, start_epoch=1.0, end_epoch=3.0, update_frequency=1.0,
                                  rewind_epoch=0.0)
-    manager = ScheduledModifierManager([mod])
-    manager.initialize(net, epoch=0.0, loggers=quiet_loggers(), score_data=data)
+    manager = RecipeManager([mod])
+    manager.initialize(net, epoch=0.0, score_data=data)
     # a constant share of the remaining weights goes each round: 0.5, 0.75, 0.875
-    assert [mod.get_applied_sparsity_for_epoch(e, 2)[0] for e in (1.0, 2.0, 3.0)] == pytest.approx([0.5, 0.75, 0.875])
+    assert [mod.sparsity_targets(e)[0] for e in (1.0, 2.0, 3.0)] == pytest.approx([0.5, 0.75, 0.875])
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
     wrapped = manager.modify(net, optimizer, steps_per_epoch=2)
     batches = same_batches(data, 3)
@@ -114,12 +114,12 @@ def test_lottery_prunes_by_magnitude_and_rewinds_the_survivors(net, data):
 
 def test_lottery_state_survives_a_restart(net, data):
     mod = LotteryPruningModifier(PARAMS, 0.5, 0.875, start_epoch=1.0, end_epoch=3.0, update_frequency=1.0)
-    manager = ScheduledModifierManager([mod])
-    manager.initialize(net, epoch=0.0, loggers=quiet_loggers(), score_data=data)
+    manager = RecipeManager([mod])
+    manager.initialize(net, epoch=0.0, score_data=data)
     state = manager.state_dict()
     again = LotteryPruningModifier(PARAMS, 0.5, 0.875, start_epoch=1.0, end_epoch=3.0, update_frequency=1.0)
-    other = ScheduledModifierManager([again])
-    other.initialize(net, epoch=2.0, loggers=quiet_loggers(), score_data=data)
+    other = RecipeManager([again])
+    other.initialize(net, epoch=2.0, score_data=data)
     other.load_state_dict(state)
     assert torch.equal(again._rewind_state["fc.weight"], mod._rewind_state["fc.weight"])
 
@@ -136,9 +136,9 @@ def test_bad_settings_are_refused(make, message):
 
 
 def test_data_driven_modifiers_need_score_data(net):
-    manager = ScheduledModifierManager([SNIPPruningModifier(PARAMS, 0.5, 0.5, start_epoch=0.0, end_epoch=0.0)])
+    manager = RecipeManager([SNIPPruningModifier(PARAMS, 0.5, 0.5, start_epoch=0.0, end_epoch=0.0)])
     with pytest.raises(ValueError, match="score_data"):
-        manager.initialize(net, epoch=0.0, loggers=quiet_loggers())
+        manager.initialize(net, epoch=0.0)
 
 
 def test_score_batches_are_reproducible(data):

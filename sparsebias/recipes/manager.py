@@ -1,0 +1,88 @@
+"""Run a recipe's modifiers over training, as SparseML's ScheduledModifierManager does.
+
+    manager.initialize(model, epoch=0.0, score_data=...)
+    step = manager.modify(model, optimizer, steps_per_epoch)
+    ... loss.backward(); step.step()       # modifiers update, the optimizer steps, masks hold
+    manager.finalize(model)
+
+Modifiers run in SparseML's order: by end epoch (never-ending ones last), then start
+epoch; ties keep the recipe's order (SparseML broke them by a hash of the arguments).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .modifiers import Modifier
+
+
+def _order(modifier: Modifier) -> tuple:
+    end = modifier.end_epoch
+    return (1 if end == -1 else 0, end, modifier.start_epoch)
+
+
+class RecipeManager:
+    def __init__(self, modifiers: list[Modifier]):
+        self.modifiers = sorted(modifiers, key=_order)
+        self.initialize_epoch = 0.0
+
+    def iter_modifiers(self):
+        return iter(self.modifiers)
+
+    @property
+    def max_epochs(self) -> int:
+        """The last epoch any modifier starts or ends at, rounded up; -1 if none says."""
+        epochs = [math.ceil(e) for m in self.modifiers for e in (m.start_epoch, m.end_epoch) if e > -1]
+        return max(epochs, default=-1)
+
+    def initialize(self, module, epoch: float = 0.0, **kwargs) -> None:
+        self.initialize_epoch = epoch
+        for modifier in self.modifiers:
+            if not modifier.initialized:
+                modifier.initialize(module, epoch, **kwargs)
+
+    def modify(self, module, optimizer, steps_per_epoch: int, epoch: float | None = None, **kwargs) -> "RecipeStep":
+        epoch = self.initialize_epoch if epoch is None else epoch
+        if not all(m.initialized for m in self.modifiers):
+            self.initialize(module, epoch, **kwargs)
+        return RecipeStep(self, module, optimizer, steps_per_epoch, epoch)
+
+    def finalize(self, module=None) -> None:
+        for modifier in self.modifiers:
+            modifier.finalize(module)
+
+    def state_dict(self) -> dict:
+        return {str(i): m.state_dict() for i, m in enumerate(self.modifiers)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for i, modifier in enumerate(self.modifiers):
+            modifier.load_state_dict(state[str(i)])
+
+
+class RecipeStep:
+    """Stands in for the optimizer: `step()` updates the modifiers around the optimizer's step."""
+
+    def __init__(self, manager: RecipeManager, module, optimizer, steps_per_epoch: int, epoch: float):
+        if steps_per_epoch <= 0:
+            raise ValueError("steps_per_epoch must be positive")
+        self.manager, self.module, self.optimizer = manager, module, optimizer
+        self.steps_per_epoch = steps_per_epoch
+        self.steps = round(epoch * steps_per_epoch)
+        self.epoch = epoch
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        args = (self.module, self.optimizer, self.epoch, self.steps_per_epoch)
+        for modifier in self.manager.modifiers:
+            if modifier.update_ready(self.epoch, self.steps_per_epoch):
+                modifier.scheduled_update(*args)
+        for modifier in self.manager.modifiers:
+            modifier.optimizer_pre_step(*args)
+        self.optimizer.step()
+        for modifier in self.manager.modifiers:
+            modifier.optimizer_post_step(*args)
+        self.steps += 1
+        whole, part = divmod(self.steps, self.steps_per_epoch)
+        self.epoch = float(whole) + float(part) / float(self.steps_per_epoch)

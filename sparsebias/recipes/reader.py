@@ -1,0 +1,255 @@
+"""Read a SparseML recipe as SparseML 1.8 does, without SparseML.
+
+A recipe is YAML (a `.md` recipe card: its front matter, found as SparseML finds it, so a
+licence comment before the first `---` is fine). Root keys are variables; root keys whose
+name contains "modifiers" hold lists of `!ModifierName` entries. Variables may be numbers,
+other values, or `eval(...)` expressions of numeric variables (SparseML's restricted
+arithmetic: + - * / // % **, abs, float, int, min, max, round); `eval(name)` of a
+non-numeric variable is that variable's value. Modifier arguments may use the same
+expressions.
+
+Where we differ from SparseML 1.8, on purpose:
+- YAML 1.1 sexagesimal numbers are off, so `mask_type: 2:4` is the string "2:4", not 124;
+- an override of an anchored variable (`num_epochs: &n 90` ... `end_epoch: *n`) reaches
+  every alias too; SparseML changed only the root key and the aliases kept 90;
+- unary minus works in expressions (SparseML 1.8 raised AttributeError).
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+from ..errors import SparsebiasError
+
+FRONT_MATTER = re.compile(r"^\s*(?:---|\+\+\+)(.*?)(?:---|\+\+\+)", re.S | re.M)  # SparseML's own pattern
+
+
+@dataclass
+class ModifierEntry:
+    """One `!Name` entry of a modifier list: its arguments, still unevaluated until `evaluate`."""
+    name: str
+    args: dict
+    line: int              # in the recipe file, 1-based
+    group: str = ""        # the `*_modifiers` key it was listed under
+
+
+@dataclass
+class RecipeDocument:
+    variables: dict                      # root variables, evaluated
+    modifiers: list[ModifierEntry] = field(default_factory=list)
+    declared: set = field(default_factory=set)   # names of the root variables
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without sexagesimal numbers; `!Name` and `!pytorch.Name` become ModifierEntry."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""", re.X), list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+def _modifier(loader, suffix, node):
+    args = loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode) else {}
+    return ModifierEntry(suffix.split(".")[-1], dict(args), node.start_mark.line + 1)
+
+
+_Loader.add_multi_constructor("!", _modifier)
+
+
+def load_value(text: str):
+    """A `--set` value as a recipe would read it (so `2:4` stays a string)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def recipe_yaml(path, text: str) -> tuple[str, int]:
+    """The YAML of a recipe file and the number of lines before it (front matter of a card)."""
+    if str(path).lower().endswith(".md"):
+        match = FRONT_MATTER.search(text)
+        if not match:
+            raise SparsebiasError(f"{path}: a Markdown recipe card needs YAML front matter between '---' lines")
+        return match.group(1), text[:match.start(1)].count("\n")
+    return text, 0
+
+
+def read_recipe(path, text: str, overrides: dict) -> RecipeDocument:
+    """Parse, apply `overrides` to root variables (and their aliases), and evaluate."""
+    body, offset = recipe_yaml(path, text)
+    try:
+        root = yaml.compose(body, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise SparsebiasError(f"{_where(path, e, offset)}: YAML error: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(root, yaml.MappingNode):
+        raise SparsebiasError(f"{path}: a recipe is a YAML mapping of variables and modifier lists")
+    _apply_overrides(path, root, overrides)
+    try:
+        doc = _Loader(body).construct_document(root) if root is not None else None
+    except yaml.YAMLError as e:
+        raise SparsebiasError(f"{_where(path, e, offset)}: YAML error: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
+        raise SparsebiasError(f"{path}: a recipe is a YAML mapping of variables and modifier lists")
+    for key, value in doc.items():
+        if isinstance(value, dict) and any("modifiers" in k for k in value if isinstance(k, str)):
+            raise SparsebiasError(f"{path}: stage {key!r}: staged recipes (stages of *_modifiers lists) are not "
+                                  "supported; list the modifiers of one stage at the root")
+
+    groups = {k: v for k, v in doc.items() if "modifiers" in k}
+    variables = {k: v for k, v in doc.items() if "modifiers" not in k}
+    for key, value in variables.items():
+        if isinstance(value, ModifierEntry) or isinstance(value, list) and any(
+                isinstance(v, ModifierEntry) for v in value):
+            raise SparsebiasError(f"{path}: {key!r} holds modifiers, but only keys whose name contains "
+                                  "'modifiers' may (SparseML's rule)")
+    numeric, others = _evaluate_variables(path, variables)
+    entries = []
+    for group, items in groups.items():
+        items = items if isinstance(items, list) else [items]
+        for item in items:
+            if not isinstance(item, ModifierEntry):
+                raise SparsebiasError(f"{path}: {group!r} lists {item!r}, which is not a !Modifier")
+            item.line += offset
+            item.group = group
+            try:
+                item.args = {k: _evaluate_value(v, numeric, others) for k, v in item.args.items()}
+            except _Unknown as e:
+                raise SparsebiasError(f"{path}:{item.line}: {item.name}: unknown variable {e} in an eval()") from None
+            except SparsebiasError as e:
+                raise SparsebiasError(f"{path}:{item.line}: {item.name}: {e}") from None
+            entries.append(item)
+    if not entries:
+        raise SparsebiasError(f"{path}: Unable to find any modifiers: list them under a root key whose name "
+                              "contains 'modifiers' (e.g. training_modifiers)")
+    return RecipeDocument({**variables, **numeric}, entries, set(variables))
+
+
+def _where(path, error, offset: int) -> str:
+    mark = getattr(error, "problem_mark", None)
+    return f"{path}:{mark.line + 1 + offset}" if mark else str(path)
+
+
+def _apply_overrides(path, root: yaml.MappingNode, overrides: dict) -> None:
+    """Replace each overridden root value node, everywhere the node occurs (its aliases)."""
+    for key, value in overrides.items():
+        slots = [i for i, (k, _) in enumerate(root.value) if isinstance(k, yaml.ScalarNode) and k.value == key]
+        if not slots:
+            continue
+        old = root.value[slots[0]][1]
+        new = yaml.compose(yaml.safe_dump(value), Loader=_Loader)
+        _replace_node(root, old, new, set())
+
+
+def _replace_node(node, old, new, seen: set) -> None:
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        node.value = [(k, new if v is old else v) for k, v in node.value]
+        for _, v in node.value:
+            _replace_node(v, old, new, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        node.value = [new if v is old else v for v in node.value]
+        for v in node.value:
+            _replace_node(v, old, new, seen)
+
+
+def _is_eval(value) -> bool:
+    return isinstance(value, str) and value.startswith("eval(") and value.endswith(")")
+
+
+def _evaluate_variables(path, variables: dict) -> tuple[dict, dict]:
+    """SparseML's fixed point: numbers and eval()s that resolve become numeric variables."""
+    numeric, others = {}, {}
+    changed = True
+    while changed:
+        changed = False
+        for name, value in variables.items():
+            if name in numeric:
+                continue
+            if isinstance(value, (int, float)):
+                numeric[name] = value
+                changed = True
+                continue
+            if not _is_eval(value):
+                others[name] = value
+                continue
+            try:
+                result = _evaluate_value(value, numeric, others)
+            except _Unknown:
+                continue
+            except SparsebiasError as e:
+                raise SparsebiasError(f"{path}: variable {name}: {e}") from None
+            if isinstance(result, (int, float)):
+                numeric[name] = result
+                changed = True
+    for name, value in variables.items():
+        if name not in numeric and _is_eval(value):
+            raise SparsebiasError(f"{path}: variable {name}: cannot evaluate {value}: a variable it uses is "
+                                  "undefined or the variables form a cycle")
+    return numeric, others
+
+
+def _evaluate_value(value, numeric: dict, others: dict):
+    """Evaluate eval() strings inside a modifier argument (lists and mappings included)."""
+    if isinstance(value, list):
+        return [_evaluate_value(v, numeric, others) for v in value]
+    if isinstance(value, dict):
+        return {k: _evaluate_value(v, numeric, others) for k, v in value.items()}
+    if not _is_eval(value):
+        return value
+    expression = value[5:-1].strip()
+    if expression in others:
+        return others[expression]
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError:
+        raise SparsebiasError(f"cannot parse {value}") from None
+    result = _eval_node(tree.body, numeric)
+    if not isinstance(result, (int, float)):
+        raise SparsebiasError(f"{value} is not a number")
+    return result
+
+
+class _Unknown(Exception):
+    pass
+
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.Mod: operator.mod}
+_FUNCTIONS = {"abs": abs, "float": float, "int": int, "min": min, "max": max, "round": round}
+
+
+def _eval_node(node, variables: dict):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id not in variables:
+            raise _Unknown(node.id)
+        return variables[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        try:
+            return _BINARY[type(node.op)](_eval_node(node.left, variables), _eval_node(node.right, variables))
+        except (ZeroDivisionError, OverflowError) as e:
+            raise SparsebiasError(f"arithmetic error: {e}") from None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        operand = _eval_node(node.operand, variables)
+        return -operand if isinstance(node.op, ast.USub) else operand
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
+        args = [_eval_node(a, variables) for a in node.args]
+        kwargs = {k.arg: _eval_node(k.value, variables) for k in node.keywords}
+        return _FUNCTIONS[node.func.id](*args, **kwargs)
+    raise SparsebiasError(f"unsupported expression {ast.unparse(node)!r} (numbers, variables, + - * / // % **, "
+                          f"{', '.join(_FUNCTIONS)})")

@@ -1,0 +1,209 @@
+"""sparsebias's recipe executor on its own: reading, schedules, masks, names, refusals."""
+
+import copy
+import textwrap
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from sparsebias.errors import SparsebiasError
+from sparsebias.recipes import interpolate, load_recipe, nm_masks, parse_overrides
+from sparsebias.recipes.pruning import unstructured_masks
+
+
+def write(tmp_path, text, name="recipe.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def groups_along_inputs(weight, m):
+    """Every run of m consecutive input-channel weights at each (out, kh, kw) position."""
+    per_position = weight.permute(0, 2, 3, 1) if weight.dim() == 4 else weight
+    return per_position.reshape(-1, m)
+
+
+@pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (1, 8)])
+@pytest.mark.parametrize("shape", [(16, 8, 3, 3), (8, 16, 1, 1), (12, 32)])
+def test_nm_masks_keep_the_largest_n_of_every_group(n, m, shape):
+    weight = torch.randn(shape)
+    mask = nm_masks(weight, n, m)
+    assert mask.shape == weight.shape
+    kept = groups_along_inputs(mask, m)
+    assert (kept.sum(dim=1) == n).all()
+    magnitude = groups_along_inputs(weight.abs(), m)
+    smallest_kept = torch.where(kept.bool(), magnitude, torch.inf).min(dim=1).values
+    largest_dropped = torch.where(kept.bool(), -torch.inf, magnitude).max(dim=1).values
+    assert (smallest_kept >= largest_dropped).all()
+
+
+def test_interpolation_by_hand():
+    assert interpolate(1.0, 0.0, 2.0, 0.0, 0.8, "linear") == pytest.approx(0.4)
+    assert interpolate(1.0, 0.0, 2.0, 0.0, 0.8, "cubic") == pytest.approx(0.8 * (1 - 0.5 ** 3))
+    assert interpolate(1.0, 0.0, 2.0, 0.0, 0.8, "inverse_cubic") == pytest.approx(0.8 * (1 - 0.5 ** (1 / 3)))
+    assert interpolate(0.0, 0.0, 2.0, 0.1, 0.8, "cubic") == 0.1
+    assert interpolate(2.5, 0.0, 2.0, 0.1, 0.8, "inverse_cubic") == 0.8   # past the end (sparseml: complex)
+    assert interpolate(3.0, 3.0, 3.0, 0.1, 0.8, "cubic") == 0.8           # one shot (sparseml: ZeroDivisionError)
+
+
+def test_unstructured_ties_and_global_ranking_by_hand():
+    # threshold 2 is tied: of the three 2s, the first (index order) stays, so exactly 3 of 6 go
+    (mask,) = unstructured_masks([torch.tensor([2., 5., 2., 1., 2., 7.])], [0.5], False)
+    assert mask.tolist() == [1., 1., 0., 0., 0., 1.]
+    a, b = unstructured_masks([torch.tensor([1., 9.]), torch.tensor([3., 4., 0.5, 8.])], [0.5, 0.5], True)
+    assert a.tolist() == [0., 1.] and b.tolist() == [0., 1., 0., 1.]
+
+
+def test_unquoted_nm_and_anchored_overrides(tmp_path):
+    text = """
+        num_epochs: &num_epochs 6
+        modifiers:
+          - !EpochRangeModifier
+            start_epoch: 0.0
+            end_epoch: *num_epochs
+          - !GMPruningModifier
+            params: ["re:layer1.*conv1.weight"]
+            init_sparsity: 0.5
+            final_sparsity: 0.5
+            start_epoch: 1.0
+            end_epoch: *num_epochs
+            update_frequency: 1.0
+            mask_type: {mask}
+        """
+    unquoted = load_recipe(write(tmp_path, text.format(mask="2:4"), "a.yaml"), {"num_epochs": 3})
+    quoted = load_recipe(write(tmp_path, text.format(mask='"2:4"'), "b.yaml"))
+    (mod,) = unquoted.pruning_modifiers
+    assert mod.mask_type.nm == quoted.pruning_modifiers[0].mask_type.nm == (2, 4)
+    assert unquoted.epochs == 3 and mod.end_epoch == 3.0     # the override reached both aliases
+    assert quoted.epochs == 6
+    assert parse_overrides(["mask_type=2:4", "num_epochs=3"]) == {"mask_type": "2:4", "num_epochs": 3}
+
+
+def test_sparseml_resnet_names_reach_torchvision_layers(tmp_path):
+    path = write(tmp_path, """
+        modifiers:
+          - !EpochRangeModifier
+            start_epoch: 0.0
+            end_epoch: 1.0
+          - !GMPruningModifier
+            params: ["sections.0.0.conv1.weight", "re:sections.1.0.identity.conv.weight", "input.conv.weight",
+                     "classifier.fc.weight"]
+            init_sparsity: 0.8
+            final_sparsity: 0.8
+            start_epoch: 0.0
+            end_epoch: 0.0
+            update_frequency: -1
+        """)
+    (mod,) = load_recipe(path).pruning_modifiers
+    mod.initialize(torchvision.models.resnet18(num_classes=3))
+    assert mod.names == ["conv1.weight", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight", "fc.weight"]
+
+
+def test_a_name_the_model_lacks_shows_the_nearest(tmp_path):
+    from sparsebias.models import build_model
+    from sparsebias.recipes import check_recipe_against_model
+
+    path = write(tmp_path, """
+        modifiers:
+          - !EpochRangeModifier
+            start_epoch: 0.0
+            end_epoch: 2.0
+          - !GMPruningModifier
+            params: ["layer1.0.conv3.weight"]
+            init_sparsity: 0.05
+            final_sparsity: 0.8
+            start_epoch: 0.0
+            end_epoch: 1.0
+            update_frequency: 0.5
+        """)
+    with pytest.raises(SparsebiasError, match=r"params 'layer1.0.conv3.weight' matches no parameter of resnet18; "
+                                              r"nearest: layer1.0.conv1.weight, layer1.0.conv2.weight"):
+        check_recipe_against_model(load_recipe(path), build_model("resnet18", 3), "resnet18")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stage_0:\n  stage_0_modifiers:\n    - !EpochRangeModifier\n      start_epoch: 0\n      end_epoch: 1\n",
+     "staged recipes .* are not supported"),
+    ("modifiers:\n  - !MFACPruningModifier\n    params: __ALL_PRUNABLE__\n",
+     r"recipe.yaml:2: !MFACPruningModifier \(M-FAC pruning\) is not supported"),
+    ("x: 1\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: eval(x + y)\n",
+     r"recipe.yaml:3: EpochRangeModifier: unknown variable y"),
+    ("modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: eval(__import__('os'))\n",
+     "unsupported expression"),
+    ("modifiers:\n  - !GMPruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.1\n"
+     "    final_sparsity: 0.5\n    start_epoch: 0\n    end_epoch: 1\n    update_frequency: 1\n    mask_type: 3:5:7\n",
+     "unknown mask_type"),
+    ("modifiers:\n  - !LearningRateFunctionModifier\n    lr_func: exp\n    init_lr: 0.1\n    final_lr: 0.0\n"
+     "    start_epoch: 0\n    end_epoch: 2\n", "lr_func 'exp' is not one of linear, cosine, cyclic_linear"),
+])
+def test_refused_in_one_line(tmp_path, text, message):
+    with pytest.raises(SparsebiasError, match=message) as caught:
+        load_recipe(write(tmp_path, text))
+    assert "\n" not in str(caught.value)
+
+
+CYCLIC = """
+    modifiers:
+      - !EpochRangeModifier
+        start_epoch: 0.0
+        end_epoch: 4.0
+      - !LearningRateFunctionModifier
+        lr_func: cyclic_linear
+        init_lr: 0.1
+        final_lr: 0.01
+        cycle_epochs: 1.0
+        start_epoch: 0.0
+        end_epoch: 4.0
+      - !GlobalMagnitudePruningModifier
+        params: __ALL_PRUNABLE__
+        init_sparsity: 0.1
+        final_sparsity: 0.7
+        start_epoch: 0.5
+        end_epoch: 3.0
+        update_frequency: 0.5
+    """
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def _run(manager, model, steps, start=0, state=None, optimizer_state=None):
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    manager.initialize(model, epoch=start / 4)
+    if state:
+        manager.load_state_dict(state)
+    if optimizer_state:
+        optimizer.load_state_dict(copy.deepcopy(optimizer_state))  # load_state_dict may alias its tensors
+    wrapped = manager.modify(model, optimizer, steps_per_epoch=4, epoch=start / 4)
+    lrs, g = [], torch.Generator().manual_seed(start)
+    for _ in range(steps):
+        loss = model(torch.randn(3, 5, generator=g)).pow(2).mean()
+        wrapped.zero_grad()
+        loss.backward()
+        wrapped.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs, optimizer
+
+
+def test_cyclic_linear_restarts_every_cycle(tmp_path):
+    model = _net()
+    lrs, _ = _run(load_recipe(write(tmp_path, CYCLIC)).manager, model, 16)
+    assert lrs[:4] == pytest.approx([0.1, 0.07, 0.04, 0.01]) and lrs[4:8] == pytest.approx(lrs[:4])
+    assert sum(int((p == 0).sum()) for p in model.parameters() if p.dim() == 2) == round(0.7 * (80 + 32))
+
+
+def test_a_manager_rebuilt_from_its_state_continues_identically(tmp_path):
+    path = write(tmp_path, CYCLIC)
+    straight, manager = _net(), load_recipe(path).manager
+    _, optimizer = _run(manager, straight, 6)
+    state, optimizer_state = copy.deepcopy(manager.state_dict()), copy.deepcopy(optimizer.state_dict())  # as on disk
+    resumed = _net()
+    resumed.load_state_dict(straight.state_dict())
+    _run(load_recipe(path).manager, resumed, 10, start=6, state=state, optimizer_state=optimizer_state)
+    _run(manager, straight, 10, start=6, optimizer_state=optimizer_state)   # the same manager, uninterrupted
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
