@@ -1,21 +1,41 @@
 # The two commands of the quick start; everything they need is installed from here.
 #   make run    set up, then compress resnet18 to 99% sparsity on SynthFaces
 #   make test   set up (with Debian's chromium for the viewer's browser test), then run the test suite
+#
+# Two profiles. The full one (.venv, Python 3.11) has DeepSparse, the sparse CPU engine the
+# speed numbers come from, and sparseml 1.8, the oracle of the recipe executor's tests;
+# both reached end of life and install on Python 3.11 with numpy < 2 only, so `make run`
+# and `make test` use it. The current one (.venv-current, Python 3.13 or 3.12, numpy 2,
+# the newest onnx and onnxruntime) is what `pip install sparsebias` gives on a current
+# stack; `make test-current` runs the suite there, where DeepSparse's and sparseml's
+# tests skip with the reason. `.ci/run` runs both.
 
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+PYTHON_CURRENT ?= $(shell command -v python3.13 || command -v python3.12 || \
+                    ls $$HOME/.pyenv/versions/3.13*/bin/python3 $$HOME/.pyenv/versions/3.12*/bin/python3 2>/dev/null | head -1)
+VENV_CURRENT   ?= .venv-current
 
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser run test test-all clean
+.PHONY: setup setup-current browser run test test-current test-all clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip<26"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[deepsparse,sparseml,test]"
+	touch $@
+
+setup-current: $(VENV_CURRENT)/.installed
+
+$(VENV_CURRENT)/.installed: pyproject.toml
+	@test -n "$(PYTHON_CURRENT)" || { echo "make setup-current: no Python 3.13 or 3.12 found (set PYTHON_CURRENT)"; exit 2; }
+	$(PYTHON_CURRENT) -m venv $(VENV_CURRENT)
+	$(VENV_CURRENT)/bin/pip install --quiet --upgrade "pip<26"
+	$(VENV_CURRENT)/bin/pip install --quiet -e ".[test]"
 	touch $@
 
 # headless Chromium and its driver, for tests/test_viewer.py
@@ -30,8 +50,11 @@ run: setup
 test: setup browser
 	$(BIN)/pytest -m "not slow"
 
+test-current: setup-current browser
+	$(VENV_CURRENT)/bin/pytest -m "not slow"
+
 test-all: setup browser
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) exported/* exported/.work .pytest_cache
+	rm -rf $(VENV) $(VENV_CURRENT) exported/* exported/.work .pytest_cache

@@ -120,8 +120,9 @@ def info(bundle, layers):
 
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--engine", "engines", default="deepsparse,onnxruntime", show_default=True,
-              help="Comma-separated engines, or 'available' for every engine that runs here.")
+@click.option("--engine", "engines", default="default", show_default=True,
+              help="Comma-separated engines; 'available': every engine that runs here; 'default': DeepSparse "
+                   "(where installed) and onnxruntime.")
 @click.option("--batch-size", "batch_sizes", default="1,16", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--cores", type=click.IntRange(min=1), default=None, help="CPU cores to use (default: all physical).")
 @click.option("--reference", default=None, type=click.Path(),
@@ -167,7 +168,8 @@ def bench(models, engines, batch_sizes, cores, reference, warmup, duration, prof
 @main.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--engine", default="deepsparse", show_default=True, help="Engine to run the model on.")
+@click.option("--engine", default="auto", show_default=True,
+              help="Engine to run the model on; auto: DeepSparse where installed, else onnxruntime.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--cores", type=click.IntRange(min=1), default=None, help="CPU cores to use (default: all physical).")
 @click.option("--out", "out_file", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),

@@ -146,7 +146,9 @@ class DeepSparseEngine(Engine):
     def unavailable_reason(cls):
         try:
             import deepsparse  # noqa: F401
-        except Exception as e:  # ImportError, or its own error on an unsupported CPU
+        except ModuleNotFoundError:
+            return "DeepSparse is not installed (pip install 'sparsebias[deepsparse]', on Python 3.11)"
+        except Exception as e:  # its own error on an unsupported CPU
             return f"deepsparse cannot be imported ({_first_line(e)})"
         return None
 
@@ -268,15 +270,23 @@ def load_engine(name: str, model: ModelSource, batch_size: int = 1, num_cores: i
     return require_engine(name)(model, batch_size, num_cores)
 
 
+def default_engine() -> str:
+    """DeepSparse where it is installed and runs, else onnxruntime."""
+    return "deepsparse" if DeepSparseEngine.unavailable_reason() is None else "onnxruntime"
+
+
 def parse_engines(text: str) -> list[str]:
-    """'deepsparse,onnxruntime' -> names, checked; 'available' -> every engine that runs here."""
+    """'deepsparse,onnxruntime' -> names, checked; 'available' -> every engine that runs here;
+    'default' -> DeepSparse (where it runs) and onnxruntime."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["available"]:
         return available_engines()
+    if names == ["default"]:
+        return list(dict.fromkeys([default_engine(), "onnxruntime"]))
     unknown = [n for n in names if n not in ENGINES]
     if unknown or not names:
         raise SparsebiasError(f"unknown engine {unknown[0] if unknown else text!r}; "
-                              f"known: {', '.join(ENGINES)}, or 'available'")
+                              f"known: {', '.join(ENGINES)}, or 'available' or 'default'")
     return list(dict.fromkeys(names))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from pathlib import Path
 
@@ -24,11 +25,14 @@ def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor) -> dict:
     import onnxruntime as ort
 
     model.eval()
+    options = dict(opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                   dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, batch, str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        if "dynamo" in inspect.signature(torch.onnx.export).parameters:   # torch >= 2.5: the TorchScript exporter
+            torch.onnx.export(model, batch, str(path), dynamo=False, **options)
+        else:
+            torch.onnx.export(model, batch, str(path), **options)
     onnx.checker.check_model(str(path))
     with torch.no_grad():
         expected = model(batch).numpy()

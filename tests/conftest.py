@@ -5,9 +5,23 @@ from pathlib import Path
 
 import pytest
 
+collect_ignore = ["sparseml_oracle.py"]   # a helper of the equivalence tests, imported only where sparseml is
+
 TINY_DATA = "synthfaces:train=96,val=48,test=400,size=32"  # a test split big enough for BA
 # Run settings that make any recipe a seconds-long run on TINY_DATA.
 TINY_SETTINGS = ["image_size=32", "batch_size=32"]
+
+
+def _deepsparse_missing():
+    from sparsebias.engines import DeepSparseEngine
+
+    return DeepSparseEngine.unavailable_reason()
+
+
+DEEPSPARSE_MISSING = _deepsparse_missing()
+# DeepSparse 1.8 installs on the Python 3.11 profile only; elsewhere its tests skip with the reason.
+needs_deepsparse = pytest.mark.skipif(DEEPSPARSE_MISSING is not None, reason=str(DEEPSPARSE_MISSING))
+DEEPSPARSE = [] if DEEPSPARSE_MISSING else ["deepsparse"]   # the engine where it runs
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,6 +9,8 @@ from sparsebias.bench import Settings, measure, run_bench
 from sparsebias.cli import main
 from sparsebias.engines import load_engine, open_model
 
+from conftest import DEEPSPARSE
+
 QUICK = dict(warmup_s=0.0, duration_s=0.2)
 
 
@@ -23,13 +25,13 @@ def test_measure_is_self_consistent(dense_bundle):
 
 @pytest.fixture(scope="module")
 def report(sparse_bundle, dense_bundle):
-    settings = Settings(engines=["deepsparse", "torch"], batch_sizes=[1, 4], cores=1, **QUICK)
+    settings = Settings(engines=[*DEEPSPARSE, "torch"], batch_sizes=[1, 4], cores=1, **QUICK)
     return run_bench([sparse_bundle.path], settings, reference=dense_bundle.path)
 
 
 def test_every_model_engine_and_batch_is_measured(report):
     combos = {(r["model"], r["engine"], r["batch_size"]) for r in report["results"]}
-    assert combos == {(m, e, b) for m in ("resnet18_90", "dense") for e in ("deepsparse", "torch", "onnxruntime")
+    assert combos == {(m, e, b) for m in ("resnet18_90", "dense") for e in (*DEEPSPARSE, "torch", "onnxruntime")
                       for b in (1, 4)}
     assert all(r["items_per_second"] > 0 for r in report["results"])
 
@@ -46,7 +48,7 @@ def test_speedups_are_ratios_of_this_run(report):
 
 def test_agreement_and_flops_are_reported(report, sparse_bundle):
     assert {(a["model"], a["engine"]) for a in report["agreement"]} == {
-        (m, e) for m in ("resnet18_90", "dense") for e in ("deepsparse", "torch", "onnxruntime")}
+        (m, e) for m in ("resnet18_90", "dense") for e in (*DEEPSPARSE, "torch", "onnxruntime")}
     assert all(a["agrees"] and a["max_abs_diff"] <= 1e-4 for a in report["agreement"])
     sparse = next(m for m in report["models"] if m["name"] == "resnet18_90")
     assert sparse["flops"]["sparse_macs"] == sparse_bundle.manifest["flops"]["sparse_macs"]

@@ -8,7 +8,9 @@ from sparsebias.engines import (ENGINES, EngineUnavailable, available_engines, l
                                 parse_engines)
 from sparsebias.errors import SparsebiasError
 
-CPU_ENGINES = ["deepsparse", "onnxruntime", "torch"]
+from conftest import DEEPSPARSE, needs_deepsparse
+
+CPU_ENGINES = [pytest.param("deepsparse", marks=needs_deepsparse), "onnxruntime", "torch"]
 GPU_ENGINES = ["onnxruntime-cuda", "onnxruntime-tensorrt"]
 
 
@@ -42,7 +44,7 @@ def test_predict_pads_the_last_batch(dense_bundle):
     inputs = np.random.default_rng(0).standard_normal((11, 3, 32, 32), dtype=np.float32)
     model = open_model(dense_bundle.path)
     whole = load_engine("onnxruntime", model, 11).predict(inputs)
-    for engine in ("deepsparse", "onnxruntime"):
+    for engine in (*DEEPSPARSE, "onnxruntime"):
         np.testing.assert_allclose(load_engine(engine, model, 4, 1).predict(inputs), whole, atol=1e-4)
 
 
@@ -55,7 +57,8 @@ def test_bare_onnx_file_runs_but_not_on_torch(dense_bundle):
 
 def test_engine_names():
     assert parse_engines("deepsparse, onnxruntime,deepsparse") == ["deepsparse", "onnxruntime"]
-    assert set(parse_engines("available")) >= {"onnxruntime", "torch", "deepsparse"}
+    assert set(parse_engines("available")) >= {"onnxruntime", "torch", *DEEPSPARSE}
+    assert parse_engines("default") == [*DEEPSPARSE, "onnxruntime"]
     assert set(available_engines()) <= set(ENGINES)
     with pytest.raises(SparsebiasError, match="unknown engine 'tensorflow'"):
         parse_engines("onnxruntime,tensorflow")
@@ -82,3 +85,10 @@ def test_fixed_batch_that_does_not_match(dense_bundle, tmp_path):
 def test_batch_size_zero(dense_bundle):
     with pytest.raises(SparsebiasError, match="at least 1"):
         load_engine("onnxruntime", open_model(dense_bundle.path), 0)
+
+
+def test_deepsparse_missing_is_one_line(dense_bundle):
+    if not DEEPSPARSE:
+        with pytest.raises(EngineUnavailable, match=r"DeepSparse is not installed \(pip install 'sparsebias\[deepsparse\]'"):
+            load_engine("deepsparse", open_model(dense_bundle.path), 2)
+    assert parse_engines("default")[-1] == "onnxruntime"

@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import needs_deepsparse
 from sparsebias.cli import main
 from sparsebias.data.images import load_image, normalize
 
@@ -34,7 +35,7 @@ def expected_probabilities(bundle, path):
     return 1 / (1 + np.exp(-logits))
 
 
-@pytest.mark.parametrize("engine", ["deepsparse", "onnxruntime"])
+@pytest.mark.parametrize("engine", [pytest.param("deepsparse", marks=needs_deepsparse), "onnxruntime"])
 def test_predict_a_folder_with_a_broken_image(dense_bundle, photos, tmp_path, engine):
     out = tmp_path / "pred.csv"
     result = CliRunner().invoke(main, ["predict", str(dense_bundle.path), str(photos), "--engine", engine,
