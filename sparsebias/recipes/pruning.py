@@ -367,22 +367,20 @@ class GMPruningModifier(GradualPruningModifier):
 class MagnitudePruningModifier(GradualPruningModifier):
     """Gradual magnitude pruning, layer by layer."""
 
+    ranks_globally = False
+
     def __init__(self, init_sparsity: float, final_sparsity, start_epoch: float, end_epoch: float,
                  update_frequency: float, params=None, leave_enabled: bool = True, inter_func: str = "cubic",
                  mask_type="unstructured"):
         super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency, inter_func,
-                         mask_type, False, leave_enabled)
+                         mask_type, self.ranks_globally, leave_enabled)
 
 
 @register
-class GlobalMagnitudePruningModifier(GradualPruningModifier):
+class GlobalMagnitudePruningModifier(MagnitudePruningModifier):
     """Gradual magnitude pruning, ranking the weights of all its parameters together."""
 
-    def __init__(self, init_sparsity: float, final_sparsity, start_epoch: float, end_epoch: float,
-                 update_frequency: float, params=None, leave_enabled: bool = True, inter_func: str = "cubic",
-                 mask_type="unstructured"):
-        super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency, inter_func,
-                         mask_type, True, leave_enabled)
+    ranks_globally = True
 
 
 @register
