@@ -5,7 +5,6 @@ identical; so must the weights at the end. Skipped where sparseml is not install
 current-stack profile); the executor's own tests run everywhere.
 """
 
-import copy
 from pathlib import Path
 
 import pytest
