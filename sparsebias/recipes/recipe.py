@@ -12,6 +12,8 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ..errors import SparsebiasError
 from .manager import RecipeManager
 from .modifiers import MODIFIERS, RecipeError
@@ -88,7 +90,7 @@ def parse_overrides(items) -> dict:
             raise SparsebiasError(f"--set expects KEY=VALUE, got {item!r}")
         try:
             out[key.strip()] = load_value(value) if value.strip() else None
-        except Exception:
+        except yaml.YAMLError:   # not YAML: the text as it is
             out[key.strip()] = value
     return out
 
