@@ -124,8 +124,7 @@ def test_a_name_the_model_lacks_shows_the_nearest(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("stage_0:\n  stage_0_modifiers:\n    - !EpochRangeModifier\n      start_epoch: 0\n      end_epoch: 1\n",
-     "staged recipes .* are not supported"),
+    ("stage_0:\n  stage_0_modifiers:\n    - 5\n", "'stage_0_modifiers' lists 5, which is not a !Modifier"),
     ("modifiers:\n  - !MFACPruningModifier\n    params: __ALL_PRUNABLE__\n",
      r"recipe.yaml:2: !MFACPruningModifier \(M-FAC pruning\) is not supported"),
     ("x: 1\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: eval(x + y)\n",
@@ -207,3 +206,14 @@ def test_a_manager_rebuilt_from_its_state_continues_identically(tmp_path):
     _run(manager, straight, 10, start=6, optimizer_state=optimizer_state)   # the same manager, uninterrupted
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_staged_recipe_runs_every_stage_and_takes_overrides_of_stage_variables(repo):
+    card = repo / "tests/fixtures/cards/staged.md"
+    recipe = load_recipe(card, {"pruning_end": 2.0})
+    names = [type(m).__name__ for m in recipe.manager.modifiers]
+    assert names.index("GlobalMagnitudePruningModifier") < names.index("ConstantPruningModifier")  # stage order
+    (gmp,) = recipe.pruning_modifiers
+    assert gmp.end_epoch == 2.0 and recipe.epochs == 5
+    with pytest.raises(SparsebiasError, match="cannot set 'pruning_ends'"):
+        load_recipe(card, {"pruning_ends": 2.0})

@@ -6,7 +6,9 @@
     manager.finalize(model)
 
 Modifiers run in SparseML's order: by end epoch (never-ending ones last), then start
-epoch; ties keep the recipe's order (SparseML broke them by a hash of the arguments).
+epoch; ties keep the recipe's order (SparseML broke them by a hash of the arguments). A
+staged recipe's stages are each ordered so, then run in order of their last end and first
+start epoch, as SparseML orders them.
 """
 
 from __future__ import annotations
@@ -21,9 +23,19 @@ def _order(modifier: Modifier) -> tuple:
     return (1 if end == -1 else 0, end, modifier.start_epoch)
 
 
+def _stage_order(modifiers: list[Modifier]) -> tuple:
+    last = max(modifiers, key=lambda m: m.end_epoch).end_epoch
+    return (1 if last == -1 else 0, last, min(m.start_epoch for m in modifiers))
+
+
 class RecipeManager:
-    def __init__(self, modifiers: list[Modifier]):
-        self.modifiers = sorted(modifiers, key=_order)
+    def __init__(self, modifiers: list[Modifier], stages: list[str] | None = None):
+        """`stages`: each modifier's stage name in a staged recipe."""
+        grouped: dict[str, list[Modifier]] = {}
+        for modifier, stage in zip(modifiers, stages or [""] * len(modifiers)):
+            grouped.setdefault(stage, []).append(modifier)
+        ordered = sorted((sorted(group, key=_order) for group in grouped.values()), key=_stage_order)
+        self.modifiers = [m for group in ordered for m in group]
         self.initialize_epoch = 0.0
 
     def iter_modifiers(self):

@@ -12,7 +12,11 @@ Where we differ from SparseML 1.8, on purpose:
 - YAML 1.1 sexagesimal numbers are off, so `mask_type: 2:4` is the string "2:4", not 124;
 - an override of an anchored variable (`num_epochs: &n 90` ... `end_epoch: *n`) reaches
   every alias too; SparseML changed only the root key and the aliases kept 90;
-- unary minus works in expressions (SparseML 1.8 raised AttributeError).
+- unary minus works in expressions (SparseML 1.8 raised AttributeError);
+- in a staged recipe, a stage's variables may be expressions of the recipe's.
+
+A staged recipe (root keys mapping to stages that hold `*modifiers*` lists) runs all its
+stages' modifiers on their own epochs, as SparseML runs one it loads.
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ class ModifierEntry:
     args: dict
     line: int              # in the recipe file, 1-based
     group: str = ""        # the `*_modifiers` key it was listed under
+    stage: str = ""        # its stage, in a staged recipe
 
 
 @dataclass
 class RecipeDocument:
     variables: dict                      # root variables, evaluated
     modifiers: list[ModifierEntry] = field(default_factory=list)
-    declared: set = field(default_factory=set)   # names of the root variables
+    declared: set = field(default_factory=set)   # names of the variables (root and stages)
 
 
 class _Loader(yaml.SafeLoader):
@@ -102,27 +107,47 @@ def read_recipe(path, text: str, overrides: dict) -> RecipeDocument:
         raise SparsebiasError(f"{_where(path, e, offset)}: YAML error: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
         raise SparsebiasError(f"{path}: a recipe is a YAML mapping of variables and modifier lists")
-    for key, value in doc.items():
-        if isinstance(value, dict) and any("modifiers" in k for k in value if isinstance(k, str)):
-            raise SparsebiasError(f"{path}: stage {key!r}: staged recipes (stages of *_modifiers lists) are not "
-                                  "supported; list the modifiers of one stage at the root")
+    stages = {k: v for k, v in doc.items() if _is_stage(v)}
+    top = {k: v for k, v in doc.items() if k not in stages}
+    variables = _variables(path, top)
+    numeric, others = _evaluate_variables(path, variables)
+    entries, declared = _entries(path, top, numeric, others, offset, ""), set(variables)
+    for name, stage in stages.items():   # a stage's own variables hide the recipe's
+        stage_variables = _variables(path, stage)
+        declared |= set(stage_variables)
+        stage_numeric, stage_others = _evaluate_variables(path, {**variables, **stage_variables})
+        entries += _entries(path, stage, stage_numeric, stage_others, offset, name)
+    if not entries:
+        raise SparsebiasError(f"{path}: Unable to find any modifiers: list them under a root key whose name "
+                              "contains 'modifiers' (e.g. training_modifiers), or in stages of such keys")
+    return RecipeDocument({**variables, **numeric}, entries, declared)
 
-    groups = {k: v for k, v in doc.items() if "modifiers" in k}
-    variables = {k: v for k, v in doc.items() if "modifiers" not in k}
+
+def _is_stage(value) -> bool:
+    """SparseML's staged recipes: a root key mapping to a dict with `*modifiers*` keys."""
+    return isinstance(value, dict) and any(isinstance(k, str) and "modifiers" in k for k in value)
+
+
+def _variables(path, container: dict) -> dict:
+    variables = {k: v for k, v in container.items() if "modifiers" not in k}
     for key, value in variables.items():
         if isinstance(value, ModifierEntry) or isinstance(value, list) and any(
                 isinstance(v, ModifierEntry) for v in value):
             raise SparsebiasError(f"{path}: {key!r} holds modifiers, but only keys whose name contains "
                                   "'modifiers' may (SparseML's rule)")
-    numeric, others = _evaluate_variables(path, variables)
+    return variables
+
+
+def _entries(path, container: dict, numeric: dict, others: dict, offset: int, stage: str) -> list[ModifierEntry]:
     entries = []
-    for group, items in groups.items():
-        items = items if isinstance(items, list) else [items]
-        for item in items:
+    for group, items in container.items():
+        if "modifiers" not in group:
+            continue
+        for item in items if isinstance(items, list) else [items]:
             if not isinstance(item, ModifierEntry):
                 raise SparsebiasError(f"{path}: {group!r} lists {item!r}, which is not a !Modifier")
             item.line += offset
-            item.group = group
+            item.group, item.stage = group, stage
             try:
                 item.args = {k: _evaluate_value(v, numeric, others) for k, v in item.args.items()}
             except _Unknown as e:
@@ -130,10 +155,7 @@ def read_recipe(path, text: str, overrides: dict) -> RecipeDocument:
             except SparsebiasError as e:
                 raise SparsebiasError(f"{path}:{item.line}: {item.name}: {e}") from None
             entries.append(item)
-    if not entries:
-        raise SparsebiasError(f"{path}: Unable to find any modifiers: list them under a root key whose name "
-                              "contains 'modifiers' (e.g. training_modifiers)")
-    return RecipeDocument({**variables, **numeric}, entries, set(variables))
+    return entries
 
 
 def _where(path, error, offset: int) -> str:
@@ -142,14 +164,15 @@ def _where(path, error, offset: int) -> str:
 
 
 def _apply_overrides(path, root: yaml.MappingNode, overrides: dict) -> None:
-    """Replace each overridden root value node, everywhere the node occurs (its aliases)."""
+    """Replace each overridden variable's value node (at the root and in every stage), everywhere
+    the node occurs (its aliases)."""
+    containers = [root] + [v for _, v in root.value if isinstance(v, yaml.MappingNode)]
     for key, value in overrides.items():
-        slots = [i for i, (k, _) in enumerate(root.value) if isinstance(k, yaml.ScalarNode) and k.value == key]
-        if not slots:
-            continue
-        old = root.value[slots[0]][1]
         new = yaml.compose(yaml.safe_dump(value), Loader=_Loader)
-        _replace_node(root, old, new, set())
+        for container in containers:
+            for k, old in list(container.value):
+                if isinstance(k, yaml.ScalarNode) and k.value == key and not isinstance(old, yaml.MappingNode):
+                    _replace_node(root, old, new, set())
 
 
 def _replace_node(node, old, new, seen: set) -> None:

@@ -118,7 +118,7 @@ def load_recipe(path, overrides: dict | None = None) -> Recipe:
     variables = {**document.variables, **overrides}
     settings = {**RUN_DEFAULTS, **{k: v for k, v in variables.items() if k in RUN_DEFAULTS}}
     _check_settings(path, settings)
-    recipe = Recipe(path, text, variables, RecipeManager(modifiers), settings)
+    recipe = Recipe(path, text, variables, RecipeManager(modifiers, [e.stage for e in document.modifiers]), settings)
     _check_schedules(recipe)
     return recipe
 
