@@ -120,9 +120,9 @@ def info(bundle, layers):
 
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--engine", "engines", default="default", show_default=True,
-              help="Comma-separated engines; 'available': every engine that runs here; 'default': DeepSparse "
-                   "(where installed) and onnxruntime.")
+@click.option("--engine", "engines", default="auto,onnxruntime", show_default=True,
+              help="Comma-separated engines; 'auto': DeepSparse where installed, else onnxruntime; "
+                   "'available': every engine that runs here.")
 @click.option("--batch-size", "batch_sizes", default="1,16", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--cores", type=click.IntRange(min=1), default=None, help="CPU cores to use (default: all physical).")
 @click.option("--reference", default=None, type=click.Path(),

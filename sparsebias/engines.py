@@ -256,8 +256,14 @@ ENGINES = {cls.name: cls for cls in (DeepSparseEngine, OnnxRuntimeEngine, OnnxRu
                                      OnnxRuntimeTensorRTEngine, TorchEngine)}
 
 
+AUTO = "auto"   # DeepSparse where it runs, else onnxruntime
+
+
 def require_engine(name: str) -> type[Engine]:
-    """The engine class by name, refusing an unknown name or a back end that cannot run here."""
+    """The engine class by name ('auto': DeepSparse where it runs, else onnxruntime), refusing an
+    unknown name or a back end that cannot run here."""
+    if name == AUTO:
+        name = default_engine()
     if name not in ENGINES:
         raise SparsebiasError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
     reason = ENGINES[name].unavailable_reason()
@@ -271,22 +277,20 @@ def load_engine(name: str, model: ModelSource, batch_size: int = 1, num_cores: i
 
 
 def default_engine() -> str:
-    """DeepSparse where it is installed and runs, else onnxruntime."""
+    """What 'auto' means: DeepSparse where it is installed and runs, else onnxruntime."""
     return "deepsparse" if DeepSparseEngine.unavailable_reason() is None else "onnxruntime"
 
 
 def parse_engines(text: str) -> list[str]:
-    """'deepsparse,onnxruntime' -> names, checked; 'available' -> every engine that runs here;
-    'default' -> DeepSparse (where it runs) and onnxruntime."""
+    """'auto,onnxruntime' -> names, checked ('auto' resolved); 'available' -> every engine that runs here."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["available"]:
         return available_engines()
-    if names == ["default"]:
-        return list(dict.fromkeys([default_engine(), "onnxruntime"]))
+    names = [default_engine() if n == AUTO else n for n in names]
     unknown = [n for n in names if n not in ENGINES]
     if unknown or not names:
         raise SparsebiasError(f"unknown engine {unknown[0] if unknown else text!r}; "
-                              f"known: {', '.join(ENGINES)}, or 'available' or 'default'")
+                              f"known: {', '.join(ENGINES)}, 'auto' or 'available'")
     return list(dict.fromkeys(names))
 
 

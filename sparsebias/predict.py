@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import default_engine, load_engine, open_model
+from .engines import AUTO, load_engine, open_model
 from .errors import SparsebiasError
 from .metrics import decisions, sigmoid
 from .mitigate.overrides import read_overrides
@@ -54,7 +54,7 @@ def find_images(paths) -> list[Path]:
     return found
 
 
-def predict(bundle_path, paths, *, engine: str = "auto", batch_size: int = 16, cores: int | None = None,
+def predict(bundle_path, paths, *, engine: str = AUTO, batch_size: int = 16, cores: int | None = None,
             progress=None) -> Predictions:
     import torch
 
@@ -65,7 +65,7 @@ def predict(bundle_path, paths, *, engine: str = "auto", batch_size: int = 16, c
         raise SparsebiasError(f"{bundle_path}: predict needs a bundle folder (for attribute names and preprocessing)")
     spec = model.bundle.manifest["input"]
     size = model.input_shape[-1]
-    runner = load_engine(default_engine() if engine == "auto" else engine, model, batch_size, cores)
+    runner = load_engine(engine, model, batch_size, cores)
     files = find_images(paths)
     outputs = Outputs.from_manifest(model.bundle.manifest)
     result = Predictions(attributes=list(outputs.names), classes=outputs.classes,

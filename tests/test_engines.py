@@ -58,7 +58,7 @@ def test_bare_onnx_file_runs_but_not_on_torch(dense_bundle):
 def test_engine_names():
     assert parse_engines("deepsparse, onnxruntime,deepsparse") == ["deepsparse", "onnxruntime"]
     assert set(parse_engines("available")) >= {"onnxruntime", "torch", *DEEPSPARSE}
-    assert parse_engines("default") == [*DEEPSPARSE, "onnxruntime"]
+    assert parse_engines("auto,onnxruntime") == [*DEEPSPARSE, "onnxruntime"]
     assert set(available_engines()) <= set(ENGINES)
     with pytest.raises(SparsebiasError, match="unknown engine 'tensorflow'"):
         parse_engines("onnxruntime,tensorflow")
@@ -91,4 +91,4 @@ def test_deepsparse_missing_is_one_line(dense_bundle):
     if not DEEPSPARSE:
         with pytest.raises(EngineUnavailable, match=r"DeepSparse is not installed \(pip install 'sparsebias\[deepsparse\]'"):
             load_engine("deepsparse", open_model(dense_bundle.path), 2)
-    assert parse_engines("default")[-1] == "onnxruntime"
+    assert parse_engines("auto") == [DEEPSPARSE[0] if DEEPSPARSE else "onnxruntime"]

@@ -217,3 +217,11 @@ def test_a_staged_recipe_runs_every_stage_and_takes_overrides_of_stage_variables
     assert gmp.end_epoch == 2.0 and recipe.epochs == 5
     with pytest.raises(SparsebiasError, match="cannot set 'pruning_ends'"):
         load_recipe(card, {"pruning_ends": 2.0})
+
+
+def test_a_state_of_another_recipe_is_refused_in_one_line(tmp_path):
+    manager = load_recipe(write(tmp_path, CYCLIC)).manager
+    manager.initialize(_net())
+    sparseml_style = {"GlobalMagnitudePruningModifier-3f2a": {"0.weight.sparsity_mask": torch.ones(16, 5)}}
+    with pytest.raises(SparsebiasError, match="recipe state does not fit this recipe.*without --resume"):
+        manager.load_state_dict(sparseml_style)

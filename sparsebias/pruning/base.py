@@ -1,16 +1,15 @@
 """A gradual pruner whose weight scores a subclass computes; the base keeps the best.
 
 At every mask update the executor's gradual pruner (sparsebias.recipes) asks for scores
-and masks. Here both hand back to the method: `compute_scores()` (one tensor per pruned
-parameter, higher is better to keep) and `select()` (by default the top scores among
-the weights still unpruned, over all layers or per layer). Pruned weights never come
+and masks: a method overrides `scores()` (one tensor per pruned parameter, higher is
+better to keep; magnitude unless overridden) and here `select()` keeps, by default, the
+top scores among the weights still unpruned, over all layers or per layer. Pruned weights never come
 back, so masks only shrink.
 """
 
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 
 import torch
 
@@ -44,9 +43,9 @@ def _top(flat: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class ScoredPruningModifier(GradualPruningModifier):
-    """Base of sparsebias's pruning modifiers. Subclasses implement `compute_scores`."""
+    """Base of sparsebias's pruning modifiers. Subclasses score weights in `scores`."""
 
-    needs_data = False       # whether compute_scores samples training batches
+    needs_data = False       # whether scores() samples training batches
     global_by_default = False  # rank weights over all layers together unless the recipe says
 
     def __init__(self, params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency=-1.0,
@@ -69,17 +68,6 @@ class ScoredPruningModifier(GradualPruningModifier):
                              "it needs score_data (sparsebias compress provides it)")
         super().initialize(module, epoch, **kwargs)
 
-    @property
-    def pruned_params(self) -> list[torch.nn.Parameter]:
-        return self.parameters
-
-    def scores(self) -> list[torch.Tensor]:
-        return self.compute_scores()
-
-    @abstractmethod
-    def compute_scores(self) -> list[torch.Tensor]:
-        """One score tensor per pruned parameter (its shape); higher means keep."""
-
     def select(self, scores: list[torch.Tensor], sparsities: list[float]) -> list[torch.Tensor]:
         return keep_top(scores, self.masks, sparsities, self.global_sparsity)
 
@@ -96,7 +84,7 @@ class ScoredPruningModifier(GradualPruningModifier):
         try:
             for x, y in batches:
                 loss = data.loss(module(x) / temperature, y)
-                yield torch.autograd.grad(loss, self.pruned_params, create_graph=create_graph)
+                yield torch.autograd.grad(loss, self.parameters, create_graph=create_graph)
         finally:
             module.load_state_dict(buffers, strict=False)
             module.train(was_training)

@@ -109,14 +109,14 @@ class FairGRAPEPruningModifier(ScoredPruningModifier):
                              f"got {sensitive!r}")
         self.sensitive = list(sensitive)
 
-    def compute_scores(self):
+    def scores(self):
         """Per parameter, a (groups, *shape) tensor of group importances."""
         data = self._score_data
         per_group = []
         for rows in data.group_rows(self.sensitive).values():
             total = None
             for grads in self.loss_gradients(data.batches(self.num_batches, rows)):
-                term = [(w.detach() * g) ** 2 for w, g in zip(self.pruned_params, grads)]
+                term = [(w.detach() * g) ** 2 for w, g in zip(self.parameters, grads)]
                 total = term if total is None else [t + s for t, s in zip(total, term)]
             per_group.append([t / self.num_batches for t in total])
         return [torch.stack(layer) for layer in zip(*per_group)]

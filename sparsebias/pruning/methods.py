@@ -41,9 +41,9 @@ class SNIPPruningModifier(ScoredPruningModifier):
     needs_data = True
     global_by_default = True
 
-    def compute_scores(self):
+    def scores(self):
         grads = _mean(self.loss_gradients(self._score_data.batches(self.num_batches)))
-        return [(g * w.detach()).abs() for g, w in zip(grads, self.pruned_params)]
+        return [(g * w.detach()).abs() for g, w in zip(grads, self.parameters)]
 
 
 @register
@@ -70,7 +70,7 @@ class GraSPPruningModifier(ScoredPruningModifier):
             raise ValueError(f"GraSPPruningModifier: temperature must be positive, got {temperature!r}")
         self.temperature = float(temperature)
 
-    def compute_scores(self):
+    def scores(self):
         data, t = self._score_data, self.temperature
         draws = data.draws
         g = _mean(self.loss_gradients(data.batches(self.num_batches), temperature=t))
@@ -78,10 +78,10 @@ class GraSPPruningModifier(ScoredPruningModifier):
         hg = None
         for grads in self.loss_gradients(data.batches(self.num_batches), create_graph=True, temperature=t):
             z = sum((gi * gd).sum() for gi, gd in zip(grads, g))
-            step = torch.autograd.grad(z, self.pruned_params)
+            step = torch.autograd.grad(z, self.parameters)
             hg = list(step) if hg is None else [h + s for h, s in zip(hg, step)]
         # GraSP removes the largest -w * Hg: keep the largest w * Hg
-        return [w.detach() * h / self.num_batches for w, h in zip(self.pruned_params, hg)]
+        return [w.detach() * h / self.num_batches for w, h in zip(self.parameters, hg)]
 
 
 @register
@@ -115,9 +115,6 @@ class LotteryPruningModifier(ScoredPruningModifier):
         progress = 1.0 if span <= 0 else min(max((epoch - self.start_epoch) / span, 0.0), 1.0)
         init = self.init_sparsity
         return [1 - (1 - init) * ((1 - final) / (1 - init)) ** progress for final in self.final_sparsities]
-
-    def compute_scores(self):
-        return [w.detach().abs() for w in self.pruned_params]
 
     def initialize(self, module, epoch=0.0, **kwargs):
         super().initialize(module, epoch, **kwargs)
@@ -167,6 +164,3 @@ class WSPruningModifier(ScoredPruningModifier):
                  inter_func="cubic", leave_enabled=True, num_batches=1):
         super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
                          inter_func, leave_enabled, False, num_batches)
-
-    def compute_scores(self):
-        return [w.detach().abs() for w in self.pruned_params]

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 
-from .modifiers import Modifier
+from ..errors import SparsebiasError
+from .modifiers import Modifier, RecipeError
 
 
 def _order(modifier: Modifier) -> tuple:
@@ -67,8 +68,16 @@ class RecipeManager:
         return {str(i): m.state_dict() for i, m in enumerate(self.modifiers)}
 
     def load_state_dict(self, state: dict) -> None:
-        for i, modifier in enumerate(self.modifiers):
-            modifier.load_state_dict(state[str(i)])
+        """Restore a state_dict() of this recipe; a state of another recipe (or of sparseml, which
+        wrote checkpoints before sparsebias ran recipes itself) is refused in one line."""
+        try:
+            if sorted(state) != sorted(map(str, range(len(self.modifiers)))):
+                raise KeyError("modifiers")
+            for i, modifier in enumerate(self.modifiers):
+                modifier.load_state_dict(state[str(i)])
+        except (KeyError, TypeError, RecipeError) as e:
+            raise SparsebiasError(f"the checkpoint's recipe state does not fit this recipe ({e}); "
+                                  "start the run afresh, without --resume") from None
 
 
 class RecipeStep:

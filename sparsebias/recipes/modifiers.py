@@ -12,7 +12,6 @@ what the executor supports.
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 
@@ -95,10 +94,6 @@ class Modifier:
 
     def load_state_dict(self, state: dict) -> None:
         self.started, self.ended = bool(state["started"]), bool(state["ended"])
-
-    @classmethod
-    def arguments(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
 class UpdateModifier(Modifier):

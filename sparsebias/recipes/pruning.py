@@ -273,17 +273,17 @@ class PruningModifier(UpdateModifier):
 
     def state_dict(self):
         return {**super().state_dict(), "enabled": self.enabled,
-                "masks": {f"{name}.sparsity_mask": mask.clone() for name, mask in zip(self.names, self.masks)}}
+                "masks": {name: mask.clone() for name, mask in zip(self.names, self.masks)}}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         masks = state["masks"]
-        missing = [n for n in self.names if f"{n}.sparsity_mask" not in masks]
+        missing = [n for n in self.names if n not in masks]
         if missing:
             raise RecipeError(f"{type(self).__name__}: the saved state has no mask for {missing[0]}")
         if state["enabled"]:
             self._enable()
-        self.set_masks([masks[f"{n}.sparsity_mask"] for n in self.names])
+        self.set_masks([masks[n] for n in self.names])
 
 
 class GradualPruningModifier(PruningModifier):

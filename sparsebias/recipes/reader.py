@@ -39,7 +39,6 @@ class ModifierEntry:
     name: str
     args: dict
     line: int              # in the recipe file, 1-based
-    group: str = ""        # the `*_modifiers` key it was listed under
     stage: str = ""        # its stage, in a staged recipe
 
 
@@ -92,7 +91,8 @@ def recipe_yaml(path, text: str) -> tuple[str, int]:
 
 
 def read_recipe(path, text: str, overrides: dict) -> RecipeDocument:
-    """Parse, apply `overrides` to root variables (and their aliases), and evaluate."""
+    """Parse, apply `overrides` to the variables they name (and their aliases; others are left
+    to the caller), and evaluate."""
     body, offset = recipe_yaml(path, text)
     try:
         root = yaml.compose(body, Loader=_Loader)
@@ -147,7 +147,7 @@ def _entries(path, container: dict, numeric: dict, others: dict, offset: int, st
             if not isinstance(item, ModifierEntry):
                 raise SparsebiasError(f"{path}: {group!r} lists {item!r}, which is not a !Modifier")
             item.line += offset
-            item.group, item.stage = group, stage
+            item.stage = stage
             try:
                 item.args = {k: _evaluate_value(v, numeric, others) for k, v in item.args.items()}
             except _Unknown as e:

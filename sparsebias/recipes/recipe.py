@@ -105,13 +105,13 @@ def load_recipe(path, overrides: dict | None = None) -> Recipe:
     except (OSError, UnicodeDecodeError) as e:
         raise SparsebiasError(f"cannot read recipe {path}: {e}") from None
     overrides = dict(overrides or {})
-    declared = _declared(path, text)
-    unknown = sorted(set(overrides) - declared - set(RUN_DEFAULTS))
+    document = read_recipe(path, text, overrides)   # applies the overrides that name its variables
+    unknown = sorted(set(overrides) - document.declared - set(RUN_DEFAULTS))
     if unknown:
         raise SparsebiasError(
             f"{path}: cannot set {unknown[0]!r}: not a variable of this recipe nor a run setting "
-            f"(recipe variables: {', '.join(sorted(declared)) or 'none'}; run settings: {', '.join(RUN_DEFAULTS)})")
-    document = read_recipe(path, text, {k: v for k, v in overrides.items() if k in declared})
+            f"(recipe variables: {', '.join(sorted(document.declared)) or 'none'}; "
+            f"run settings: {', '.join(RUN_DEFAULTS)})")
     for entry in document.modifiers:   # every name first: an unknown modifier is the bigger problem
         _modifier_class(path, entry)
     modifiers = [_instantiate(path, entry) for entry in document.modifiers]
@@ -121,11 +121,6 @@ def load_recipe(path, overrides: dict | None = None) -> Recipe:
     recipe = Recipe(path, text, variables, RecipeManager(modifiers, [e.stage for e in document.modifiers]), settings)
     _check_schedules(recipe)
     return recipe
-
-
-def _declared(path: Path, text: str) -> set:
-    """Names of the root variables (an override must name one or a run setting)."""
-    return read_recipe(path, text, {}).declared
 
 
 def _modifier_class(path: Path, entry) -> type:
