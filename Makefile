@@ -13,8 +13,13 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-PYTHON_CURRENT ?= $(shell command -v python3.13 || command -v python3.12 || \
-                    ls $$HOME/.pyenv/versions/3.13*/bin/python3 $$HOME/.pyenv/versions/3.12*/bin/python3 2>/dev/null | head -1)
+# the first Python 3.13 or 3.12 that runs: a pyenv shim is on PATH for every version pyenv
+# has, but answers "command not found" for one that is not selected, so each is tried
+PYTHON_CURRENT ?= $(shell for p in python3.13 python3.12 \
+                      $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3 \
+                      $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3; do \
+                    $$p -c 'import sys; assert sys.version_info >= (3, 12); print(sys.executable)' \
+                      2>/dev/null && break; done)
 VENV_CURRENT   ?= .venv-current
 
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
