@@ -52,7 +52,7 @@ def sparsity_of(rung: str) -> float:
 
 def prune_layerwise(model: torch.nn.Module, rung: str) -> None:
     """Zero the smallest weights of every conv and linear layer but the first conv and the classifier."""
-    from sparsebias.sparseml_patch import nm_masks
+    from sparsebias.recipes.pruning import nm_masks
 
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][1:-1]
     with torch.no_grad():

@@ -1,12 +1,21 @@
-"""Training throughput of resnet18 (images/s) under each speed setting, measured in one run.
+"""Training throughput (images/s) of resnet18 per device, precision, image size, batch and processes.
 
-Trains on random uint8 images already in memory (so decoding is not timed), with 40
-BCE outputs as `compress` does, and interleaves the variants round by round so that
-the machine's drift touches each alike. Also times one epoch of the old per-item
-DataLoader path against the batch-sliced tensor cache that `train` now uses.
+Each variant runs the training step `sparsebias compress` runs: batches from the loader
+(`data.loader`: uint8 slices of a memory-mapped split, pinned and prefetched by workers
+for a GPU), flipped and normalised on the device, channels_last, autocast at the
+precision asked, 40 BCE outputs, SGD with momentum, and a global magnitude pruning
+modifier holding 90% masks (the masks' hooks and re-masking after each step are part of
+the cost). The images are random (decoding is the cache's job and is not timed). Single
+process variants are interleaved round by round so that the machine's drift touches each
+alike; a variant with several processes starts them as torchrun would (gloo on the CPU,
+NCCL on GPUs) and reports the global images/s.
 
-    python bench/training_speed.py                 # 64 px, batch 64, 3 rounds
-    python bench/training_speed.py --size 96 --rounds 5
+    python bench/training_speed.py                                   # CPU: fp32 and bf16, 64 px, batch 64
+    python bench/training_speed.py --device cuda --precisions fp32,bf16,fp16 --sizes 64,128 --batches 256
+    python bench/training_speed.py --processes 1,2                   # also 2 processes (DDP) on this machine
+
+Writes bench/results/training_speed_<device>.json and prints a Markdown table, with, for a
+GPU, the hours the paper's schedule (160,000 images x 100 epochs) would take at that speed.
 """
 
 from __future__ import annotations
@@ -15,94 +24,158 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from sparsebias.data.images import normalize
+from sparsebias.data.loader import augment, train_loader
+from sparsebias.devices import autocast, describe, grad_scaler, prepare_device, resolve_device, resolve_precision
+from sparsebias.distributed import Ranks
 from sparsebias.models import build_model
-from sparsebias.train import autocast_context
+from sparsebias.recipes import GlobalMagnitudePruningModifier, RecipeManager
+from sparsebias.report.files import markdown_table
 
 RESULTS = Path(__file__).parent / "results"
+PAPER_IMAGES = 160_000 * 100      # CelebA's training split x the paper's 100 epochs
+IMAGES = 4096                     # random training images per variant
 
 
-def _step_time(model, opt, x, y, *, channels_last: bool, bf16: bool, steps: int) -> float:
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    model.train()
-    started = None
-    for i in range(steps + 2):      # two warm-up steps
-        if i == 2:
-            started = time.perf_counter()
-        batch = normalize(x).contiguous(memory_format=memory_format)
-        with autocast_context("cpu", "bf16" if bf16 else "fp32"):
-            loss = loss_fn(model(batch).float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - started) / steps
+class RandomImages:
+    """What the loader reads from a FaceImages: a uint8 (N, 3, S, S) split and its labels."""
+
+    def __init__(self, n: int, size: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+        self.labels = torch.randint(0, 2, (n, 40), generator=g).float()
+
+    def __len__(self):
+        return len(self.images)
 
 
-def _loader_time(n: int, size: int, batch: int) -> dict:
-    """One epoch of batches: per-item DataLoader over a uint8 tensor vs slicing the tensor by index."""
-    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
-    labels = torch.rand(n, 40).round()
-    dataset = torch.utils.data.TensorDataset(images, labels)
-    t0 = time.perf_counter()
-    for _ in torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True):
-        pass
-    per_item = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    order = torch.randperm(n)
-    for s in range(0, n, batch):
-        rows = order[s:s + batch]
-        images[rows], labels[rows]
-    sliced = time.perf_counter() - t0
-    return {"images": n, "per_item_dataloader_s": round(per_item, 4), "batch_slice_s": round(sliced, 4)}
+class Trainer:
+    """One variant's model, optimizer, masks and loader, ready to time steps."""
+
+    def __init__(self, device, precision, size, batch, ranks=Ranks.single()):
+        self.device, self.precision, self.ranks = device, precision, ranks
+        torch.manual_seed(0)
+        self.model = build_model("resnet18", 40).to(device, memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        pruning = GlobalMagnitudePruningModifier(0.9, 0.9, 0.0, 0.0, -1.0,
+                                                 params=["re:layer.*\\.(conv\\d|downsample\\.0)\\.weight"])
+        self.loader = train_loader(RandomImages(IMAGES, size), batch, 0, device, ranks.rank, ranks.world)
+        self.step_fn = RecipeManager([pruning]).modify(self.model, optimizer, steps_per_epoch=len(self.loader.sampler))
+        self.net = ranks.replicate(self.model, device)
+        self.scaler = grad_scaler(device, precision)
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+        self.batches = iter(())
+
+    def _next(self):
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def time_steps(self, steps: int) -> float:
+        """Seconds per step over `steps` steps, after 2 warm-up steps."""
+        self.net.train()
+        for i in range(steps + 2):
+            if i == 2:
+                self._sync()
+                started = time.perf_counter()
+            images, labels, flip = self._next()
+            x, y = augment(images, flip, self.device), labels.to(self.device, non_blocking=True)
+            with autocast(self.device, self.precision):
+                loss = self.loss_fn(self.net(x).float(), y)
+            self.step_fn.zero_grad()
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            self.step_fn.step(self.scaler)
+        self._sync()
+        return (time.perf_counter() - started) / steps
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _rank_main(local_rank, world, port, device_spec, precision, size, batch, steps, rounds, out):
+    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if device_spec == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    ranks = Ranks.from_env()
+    device = resolve_device(device_spec, ranks.local_rank)
+    ranks.start(device)
+    trainer = Trainer(device, precision, size, batch, ranks)
+    times = [trainer.time_steps(steps) for _ in range(rounds)]
+    if ranks.main:
+        Path(out).write_text(json.dumps(times))
+    ranks.stop()
+
+
+def multi_process(world, device, precision, size, batch, steps, rounds) -> list[float]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "times.json"
+        torch.multiprocessing.spawn(_rank_main, args=(world, port, device.type, precision, size, batch, steps,
+                                                      rounds, str(out)), nprocs=world)
+        return json.loads(out.read_text())
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=12, help="timed steps per variant and round")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--sizes", default="64")
+    ap.add_argument("--batches", default="64")
+    ap.add_argument("--processes", default="1", help="e.g. 1,2: processes (DDP ranks) per variant")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    torch.manual_seed(0)
-    x = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8)
-    y = torch.rand(args.batch, 40).round()
-    variants = {"fp32": (False, False), "fp32 channels_last": (True, False),
-                "bf16 autocast": (False, True), "bf16 autocast + channels_last": (True, True)}
-    models = {}
-    for name in variants:
-        torch.manual_seed(0)
-        model = build_model("resnet18", 40)
-        models[name] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4))
-    times = {name: [] for name in variants}
+    device = resolve_device(args.device)
+    prepare_device(device)
+    variants = [(resolve_precision(p, device), int(s), int(b), int(w))
+                for w in args.processes.split(",") for s in args.sizes.split(",")
+                for b in args.batches.split(",") for p in args.precisions.split(",")]
+    single = {v: Trainer(device, v[0], v[1], v[2]) for v in variants if v[3] == 1}
+    times = {v: [] for v in variants}
     for r in range(args.rounds):
-        for name, (cl, bf16) in variants.items():
-            times[name].append(_step_time(*models[name], x, y, channels_last=cl, bf16=bf16, steps=args.steps))
-            print(f"round {r + 1}/{args.rounds}  {name:32s} {args.batch / times[name][-1]:7.1f} images/s", flush=True)
-    base = statistics.median(times["fp32"])
-    rows = [{"variant": name, "images_per_s": round(args.batch / statistics.median(t), 1),
-             "vs_fp32": round(base / statistics.median(t), 2)} for name, t in times.items()]
-    record = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "bf16_cpu": torch.backends.mkldnn.is_available() and _has_flag("avx512_bf16"),
-                    "python": platform.python_version(), "torch": torch.__version__},
-        "settings": {"arch": "resnet18", "outputs": 40, "size": args.size, "batch": args.batch,
-                     "steps": args.steps, "rounds": args.rounds, "statistic": "median over rounds"},
-        "variants": rows,
-        "loader_epoch_4000": _loader_time(4000, args.size, args.batch),
-    }
+        for v, trainer in single.items():
+            times[v].append(trainer.time_steps(args.steps))
+            print(f"round {r + 1}/{args.rounds}  {v[0]} {v[1]}px batch {v[2]}: {v[2] / times[v][-1]:8.1f} images/s",
+                  flush=True)
+    for v in variants:
+        if v[3] > 1:
+            times[v] = multi_process(v[3], device, *v[:3], args.steps, args.rounds)
+            print(f"{v[3]} processes  {v[0]} {v[1]}px batch {v[2]}: {v[2] / statistics.median(times[v]):8.1f} images/s")
+
+    rows = []
+    for (precision, size, batch, world), t in times.items():
+        per_s = batch / statistics.median(t)
+        rows.append({"device": describe(device), "precision": precision, "size": size, "batch": batch,
+                     "processes": world, "images_per_s": round(per_s, 1),
+                     "paper_schedule_hours": round(PAPER_IMAGES / per_s / 3600, 2)})
+    record = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "device": describe(device), "python": platform.python_version(),
+                          "torch": torch.__version__, "numpy": np.__version__},
+              "settings": {"arch": "resnet18", "outputs": 40, "pruning": "global magnitude 90%, masks enforced",
+                           "steps": args.steps, "rounds": args.rounds, "statistic": "median over rounds"},
+              "results": rows}
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"training_speed_{args.size}px_b{args.batch}.json"
+    out = RESULTS / f"training_speed_{device.type}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    print(markdown_table(["device", "precision", "px", "batch", "processes", "images/s", "paper schedule (h)"],
+                         [[r["device"], r["precision"], r["size"], r["batch"], r["processes"], r["images_per_s"],
+                           r["paper_schedule_hours"]] for r in rows]))
+    print(f"wrote {out}")
 
 
 def _cpu_name() -> str:
@@ -113,13 +186,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor()
-
-
-def _has_flag(flag: str) -> bool:
-    try:
-        return flag in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from .data import DEFAULT_IDENTITIES, open_data
 from .data.celeba import SPLITS
 from .data.groups import SENSITIVE_COLUMNS
 from .data.images import MEAN, STD, FaceImages, normalize
+from .devices import describe, resolve_device
+from .distributed import Ranks
 from .errors import SparsebiasError
 from .export import export_onnx
 from .flops import count_flops
@@ -33,18 +35,44 @@ CHECK_BATCH = 8
 
 def compress(recipe_path, *, data: str | None = None, attributes: list[str] | None = None,
              overrides: dict | None = None, name: str | None = None, out_dir="exported",
-             from_path=None, seed: int = 0, resume: bool = False, echo=print) -> Bundle:
-    """Train and prune a model as the recipe says, and write its bundle to out_dir/name."""
+             from_path=None, seed: int = 0, resume: bool = False, device: str = "auto",
+             precision: str | None = None, echo=print) -> Bundle | None:
+    """Train and prune a model as the recipe says, and write its bundle to out_dir/name.
+
+    `device`: auto (CUDA when present), cpu, cuda or cuda:N; `precision` (auto, fp32,
+    bf16, fp16) overrides the recipe's. Started by torchrun, every process trains its share
+    and rank 0 writes the bundle; the other ranks return None.
+    """
     started = time.time()
+    ranks = Ranks.from_env()
+    if not ranks.main:
+        echo = _quiet
     overrides = dict(overrides or {})
     if data:
         overrides["data"] = data
+    if precision:
+        overrides["precision"] = precision
     recipe = load_recipe(recipe_path, overrides)
-    settings = recipe.settings
     name = name or Path(recipe_path).stem
     out_dir = Path(out_dir)
-    ensure_replaceable(out_dir / name)
-    table = open_data(settings["data"], echo=echo)
+    device = resolve_device(device, ranks.local_rank)
+    ranks.start(device)
+    try:
+        return _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, from_path, seed, resume,
+                         started, echo)
+    finally:
+        ranks.stop()
+
+
+def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, from_path, seed, resume, started,
+              echo) -> Bundle | None:
+    settings = recipe.settings
+
+    def open_table():
+        if ranks.main:
+            ensure_replaceable(out_dir / name)
+        return open_data(settings["data"], echo=echo)
+    table = ranks.main_first(open_table)
     attributes = list(attributes or table.names)
     table.columns(attributes)
     outputs = Outputs.from_table(table, attributes)
@@ -58,17 +86,23 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     work_dir = out_dir / ".work" / name
     run = {"recipe": recipe.text, "settings": settings, "attributes": attributes, "seed": seed,
            "from": str(from_path) if from_path else None, "data_root": str(table.root)}
-    _prepare_work_dir(work_dir, run, resume, echo)
-
     size = settings["image_size"]
-    sets = {split: _decoded(table, split, attributes, size) for split in ("train", "val", "test")}
+
+    def prepare_and_decode():
+        if ranks.main:
+            _prepare_work_dir(work_dir, run, resume, echo)
+        return {split: _decoded(table, split, attributes, size, ranks.main) for split in ("train", "val", "test")}
+    sets = ranks.main_first(prepare_and_decode)
     for split, ds in sets.items():
         if len(ds) == 0:
             raise SparsebiasError(f"{table.root}: the {split} split is empty")
     echo(f"Training {settings['arch']} on {len(sets['train'])} images ({size}px), {len(attributes)} attribute(s), "
-         f"{recipe.epochs} epochs, seed {seed}")
+         f"{recipe.epochs} epochs, seed {seed}, on {describe(device)}"
+         + (f" x {ranks.world} processes" if ranks.distributed else ""))
     result = train(model, recipe, outputs, sets["train"], sets["val"], work_dir=work_dir, seed=seed, resume=resume,
-                   echo=echo)
+                   device=device, ranks=ranks, echo=echo)
+    if not ranks.main:
+        return None
     model.load_state_dict(result.best_state)
     model.eval()
 
@@ -77,8 +111,9 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     if emptied:
         echo(f"warning: {len(emptied)} layer(s) entirely pruned, their outputs no longer depend on the input: "
              + ", ".join(emptied))
-    logits = {split: predict_logits(model, sets[split]) for split in ("val", "test")}
+    logits = {split: predict_logits(model, sets[split], device) for split in ("val", "test")}
     metrics = {split: outputs.score(sets[split].labels.numpy(), logits[split]) for split in logits}
+    model.cpu()
     with BundleWriter(out_dir / name) as bundle:
         check = normalize(sets["val"].images[:CHECK_BATCH])
         export = export_onnx(model, bundle.file("model.onnx"), check)
@@ -115,6 +150,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
                          "selected_on": "mean validation AUC (one-vs-rest for class heads), epochs at final sparsity",
                          "from": str(from_path) if from_path else None, "history": result.history,
                          "seconds": round(time.time() - started, 1), "threads": torch.get_num_threads(),
+                         "device": describe(device), "processes": ranks.world,
                          "precision": result.precision, "memory_format": "channels_last",
                          "versions": _versions()},
             "sparsity": {"overall": overall, "per_layer": per_layer},
@@ -129,11 +165,15 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     return written
 
 
-def _decoded(table, split: str, attributes, size: int) -> FaceImages:
+def _decoded(table, split: str, attributes, size: int, show: bool = True) -> FaceImages:
     """A split's images, decoded into the image cache on first use (with a progress bar)."""
     with tqdm(total=int((table.partition == SPLITS[split]).sum()), desc=f"decoding {split}", unit="img",
-              leave=False) as bar:
+              leave=False, disable=not show) as bar:
         return FaceImages(table, split, attributes, size, progress=bar.update)
+
+
+def _quiet(*_, **__) -> None:
+    """echo for ranks other than 0: one process speaks for the run."""
 
 
 def _prepare_work_dir(work_dir: Path, run: dict, resume: bool, echo) -> None:

@@ -8,7 +8,9 @@
 A finished run (a bundle that loads) is skipped, an interrupted one resumed from its
 last completed epoch, so running the same sweep again continues where it stopped.
 Runs go to a local process pool (`jobs`) or, with `ray_address`, one Ray task each on
-an existing cluster; then `study.py` audits them together.
+an existing cluster; then `study.py` audits them together. Each run trains on the GPU it
+is given: with N local GPUs, each of the pool's workers sees one of them (round robin when
+jobs > N); a Ray task sees the GPUs it reserved (`gpus_per_run`), and none with 0.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ def state(job: Job, out: Path) -> str:
 
 
 def run_job(job: Job, out: str, threads: int | None = None) -> str:
-    """One compress run, its output in OUT/logs/NAME.log; returns the bundle's path."""
+    """One compress run on this process's GPU if it sees one, its output in OUT/logs/NAME.log;
+    returns the bundle's path."""
     import torch
 
     from .compress import compress
@@ -123,9 +126,11 @@ def run_job(job: Job, out: str, threads: int | None = None) -> str:
     return str(bundle.path)
 
 
-def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None = None, echo=print,
-              progress=None) -> list[str]:
-    """Run every job that is not done; returns the names of the runs that failed (logged)."""
+def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None = None,
+              gpus_per_run: float | None = None, echo=print, progress=None) -> list[str]:
+    """Run every job that is not done; returns the names of the runs that failed (logged).
+
+    `gpus_per_run`: what each Ray task reserves (default 1 where the cluster has GPUs, else 0)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_plan(jobs, out)
@@ -136,7 +141,7 @@ def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None
     if not pending:
         return []
     if ray_address:
-        return _run_on_ray(pending, out, ray_address, echo, progress)
+        return _run_on_ray(pending, out, ray_address, gpus_per_run, echo, progress)
     threads = max(1, (os.cpu_count() or 1) // workers)
     failed = []
     if workers == 1:
@@ -146,10 +151,8 @@ def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None
             if progress:
                 progress(i + 1, len(pending), job.name)
         return failed
-    import multiprocessing
-
     done = 0
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _pool(workers) as pool:
         for phase in _phases(pending):  # GMP-PT runs wait for the dense runs they start from
             futures = {pool.submit(run_job, job, str(out), threads): job for job in _runnable(phase, failed, echo)}
             for future in as_completed(futures):
@@ -158,6 +161,32 @@ def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None
                 if progress:
                     progress(done, len(pending), futures[future].name)
     return failed
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes, each seeing one of this machine's GPUs (round robin), or none."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    gpus = _local_gpus()
+    slots = context.Queue()
+    for worker in range(workers):
+        slots.put(str(worker % gpus) if gpus else "")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_take_gpu, initargs=(slots,))
+
+
+def _local_gpus() -> int:
+    """GPUs this machine shows (NVML, no CUDA context is made here), 0 without CUDA."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _take_gpu(slots) -> None:
+    """Pool worker start: see only the GPU of this slot (none on a CPU machine), before torch starts CUDA."""
+    gpu = slots.get()
+    if gpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
 def _runnable(jobs: list[Job], failed: list[str], echo) -> list[Job]:
@@ -189,7 +218,7 @@ def _attempt(call, job, out, echo) -> list[str]:
     return [job.name]
 
 
-def _run_on_ray(pending, out, address, echo, progress) -> list[str]:
+def _run_on_ray(pending, out, address, gpus_per_run, echo, progress) -> list[str]:
     """One Ray task per run on an existing cluster; OUT must be on storage every node sees."""
     try:
         import ray
@@ -199,12 +228,16 @@ def _run_on_ray(pending, out, address, echo, progress) -> list[str]:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     except Exception as e:
         raise SparsebiasError(f"cannot connect to the Ray cluster at {address}: {e}") from None
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    gpus = (1 if cluster_gpus >= 1 else 0) if gpus_per_run is None else gpus_per_run
+    if gpus > cluster_gpus:
+        raise SparsebiasError(f"--gpus-per-run {gpus}: the Ray cluster at {address} has {cluster_gpus:g} GPU(s)")
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPUs a task reserved (empty for none): compress sees only those
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=1)(run_job)
     failed, done = [], 0
     for phase in _phases(pending):  # GMP-PT runs wait for the dense runs they start from
         refs = {task.remote(job, str(out.resolve())): job for job in _runnable(phase, failed, echo)}
-        echo(f"submitted {len(refs)} run(s) to Ray at {address}" + (" (1 GPU each)" if gpus else ""))
+        echo(f"submitted {len(refs)} run(s) to Ray at {address}" + (f" ({gpus:g} GPU each)" if gpus else ""))
         remaining = list(refs)
         while remaining:
             ready, remaining = ray.wait(remaining, num_returns=1)

@@ -110,10 +110,14 @@ def test_seed_makes_runs_repeatable(dense_bundle, repo, tmp_path):
 
 
 def test_precision_is_chosen_and_recorded(dense_bundle, repo, tmp_path):
-    from sparsebias.train import resolve_precision
+    import torch
+
+    from sparsebias.devices import resolve_precision
 
     training = dense_bundle.manifest["training"]
-    assert training["precision"] == resolve_precision("auto") and training["memory_format"] == "channels_last"
+    assert training["precision"] == resolve_precision("auto", torch.device("cpu"))
+    assert training["memory_format"] == "channels_last" and training["processes"] == 1
+    assert training["device"].startswith("cpu (")
     assert all(e["train_images_per_s"] > 0 for e in training["history"])
     fp32 = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, name="fp32", extra=["precision=fp32"])
     assert fp32.manifest["training"]["precision"] == "fp32"

@@ -40,6 +40,38 @@ def test_gpu_engines_agree_or_skip(sparse_bundle, engine):
     assert np.abs(got - torch_logits).max() <= 1e-2  # TF32 math on the GPU
 
 
+TORCH_GPU_ENGINES = ["torch-cuda", "torch-cuda-bf16"]
+
+
+@pytest.mark.parametrize("engine", TORCH_GPU_ENGINES)
+def test_torch_gpu_engines_agree_in_half_precision_or_skip(sparse_bundle, engine):
+    if ENGINES[engine].unavailable_reason():
+        with pytest.raises(EngineUnavailable, match="no CUDA GPU|no bf16"):
+            load_engine(engine, open_model(sparse_bundle.path), 8)
+        pytest.skip(f"{engine}: {ENGINES[engine].unavailable_reason()}")
+    inputs, torch_logits = check_batch(sparse_bundle)
+    loaded = load_engine(engine, open_model(sparse_bundle.path), len(inputs))
+    got = loaded.predict(inputs)
+    assert loaded.describe()["dtype"] == engine.rpartition("-")[2].replace("cuda", "fp16")
+    assert np.abs(got - torch_logits).max() <= 0.05 * max(1.0, np.abs(torch_logits).max())
+
+
+def test_torch_cuda_sparse_runs_2_4_layers_on_sparse_kernels_or_skips(repo, tmp_path, sparse_bundle):
+    from conftest import tiny_compress
+
+    if ENGINES["torch-cuda-sparse"].unavailable_reason():
+        pytest.skip("torch-cuda-sparse: no CUDA GPU here")
+    unstructured = load_engine("torch-cuda-sparse", open_model(sparse_bundle.path), 8).describe()
+    assert unstructured["sparse_layers"] == 0 and unstructured["sparse_weight_share"] == 0   # all dense, and said
+    nm = tiny_compress(repo / "recipes/resnet18_nm_2_4.yaml", tmp_path, epochs=3, extra=["pruning_start_epoch=0"])
+    inputs, torch_logits = check_batch(nm)
+    sparse = load_engine("torch-cuda-sparse", open_model(nm.path), len(inputs))
+    dense = load_engine("torch-cuda", open_model(nm.path), len(inputs))
+    info = sparse.describe()
+    assert info["sparse_layers"] >= 16 and 0.9 < info["sparse_weight_share"] <= 1.0
+    np.testing.assert_allclose(sparse.predict(inputs), dense.predict(inputs), atol=0.05, rtol=0.05)
+
+
 def test_predict_pads_the_last_batch(dense_bundle):
     inputs = np.random.default_rng(0).standard_normal((11, 3, 32, 32), dtype=np.float32)
     model = open_model(dense_bundle.path)

@@ -187,3 +187,22 @@ def test_sweeps_into_one_folder_add_up(repo, tmp_path):
     _write_plan(joint, tmp_path)
     _write_plan(single, tmp_path)
     assert [j.name for j in read_plan(tmp_path)] == ["resnet18_dense-s0", "resnet18_dense-s0-Smiling"]
+
+
+def _visible_gpus_after(seconds):
+    import time
+
+    time.sleep(seconds)
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_each_pool_worker_sees_its_own_gpu(monkeypatch):
+    from sparsebias import sweep
+
+    monkeypatch.setattr(sweep, "_local_gpus", lambda: 2)
+    with sweep._pool(3) as pool:   # 3 workers on 2 GPUs: round robin
+        seen = sorted(f.result() for f in [pool.submit(_visible_gpus_after, 1.5) for _ in range(3)])
+    assert seen == ["0", "0", "1"]
+    monkeypatch.setattr(sweep, "_local_gpus", lambda: 0)
+    with sweep._pool(2) as pool:
+        assert pool.submit(_visible_gpus_after, 0).result() == os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -24,7 +24,7 @@ def keep_top(scores: list[torch.Tensor], masks: list[torch.Tensor], sparsities: 
     >>> keep_top([torch.tensor([3., 1., 2., 5.])], [torch.tensor([1., 1., 1., 0.])], [0.5], False)
     [tensor([1., 0., 1., 0.])]
     """
-    ranked = [torch.where(m > 0, s.float(), torch.tensor(-math.inf)) for s, m in zip(scores, masks)]
+    ranked = [s.float().masked_fill(m <= 0, -math.inf) for s, m in zip(scores, masks)]
     if global_sparsity:
         flat = torch.cat([r.flatten() for r in ranked])
         chosen = _top(flat, _keep_count(flat.numel(), sparsities[0]))
@@ -75,7 +75,9 @@ class ScoredPruningModifier(GradualPruningModifier):
         """Yield, per batch, the loss's gradient w.r.t. the pruned parameters.
 
         Gradients come from torch.autograd.grad, so the training step's .grad stays
-        untouched; BatchNorm statistics are restored afterwards.
+        untouched; BatchNorm statistics are restored afterwards. Under torchrun they are
+        averaged over the ranks, except with `create_graph`, whose caller reduces what it
+        derives from them.
         """
         module, data = self._module, self._score_data
         was_training = module.training
@@ -83,8 +85,9 @@ class ScoredPruningModifier(GradualPruningModifier):
         module.train()
         try:
             for x, y in batches:
-                loss = data.loss(module(x) / temperature, y)
-                yield torch.autograd.grad(loss, self.parameters, create_graph=create_graph)
+                loss = data.loss(module(x).float() / temperature, y)
+                grads = torch.autograd.grad(loss, self.parameters, create_graph=create_graph)
+                yield grads if create_graph else data.reduce(list(grads))
         finally:
             module.load_state_dict(buffers, strict=False)
             module.train(was_training)

@@ -125,7 +125,7 @@ class FairGRAPEPruningModifier(ScoredPruningModifier):
         masks = []
         for importance, mask, sparsity in zip(scores, self.masks, sparsities):
             n = mask.numel()
-            kept = fair_keep(importance.reshape(len(importance), -1).double().numpy(),
-                             mask.flatten().numpy() > 0, n - round(n * sparsity))
+            kept = fair_keep(importance.reshape(len(importance), -1).double().cpu().numpy(),
+                             mask.flatten().cpu().numpy() > 0, n - round(n * sparsity))
             masks.append(torch.from_numpy(kept).to(mask.dtype).view_as(mask))
         return masks

@@ -1,4 +1,9 @@
-"""Training batches for pruning methods that score weights on data (SNIP, GraSP, FairGRAPE)."""
+"""Training batches for pruning methods that score weights on data (SNIP, GraSP, FairGRAPE).
+
+Under torchrun every rank draws the same batches and computes on its share of each
+(rows r, r + world, ...); `reduce` averages what the ranks computed, so every rank
+scores, and masks, alike.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..data.images import FaceImages, normalize
+from ..distributed import Ranks, all_reduce_mean
 from ..errors import SparsebiasError
 
 
@@ -17,6 +23,8 @@ class ScoreData:
     loss: Callable
     batch_size: int
     seed: int
+    device: torch.device = torch.device("cpu")
+    ranks: Ranks = Ranks.single()
     draws: int = field(default=0, repr=False)
 
     def batches(self, count: int, rows: torch.Tensor | None = None):
@@ -27,9 +35,13 @@ class ScoreData:
         order = rows[torch.randperm(len(rows), generator=generator)]
         size = min(self.batch_size, len(rows))
         for b in range(count):
-            index = order[torch.arange(b * size, (b + 1) * size) % len(order)]
-            x = normalize(self.dataset.images[index])
-            yield x, self.dataset.labels[index]
+            index = order[torch.arange(b * size, (b + 1) * size) % len(order)][self.ranks.rank::self.ranks.world]
+            x = normalize(self.dataset.images[index].to(self.device))
+            yield x, self.dataset.labels[index].to(self.device)
+
+    def reduce(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The mean over the ranks of what each computed on its share of the batches."""
+        return all_reduce_mean(tensors)
 
     def group_rows(self, sensitive) -> dict[str, torch.Tensor]:
         """Training rows of each group: each combination of the sensitive columns' values that

@@ -94,14 +94,20 @@ class RecipeStep:
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
-    def step(self) -> None:
+    def step(self, scaler=None) -> None:
+        """With a gradient scaler (fp16), the scaler steps the optimizer (skipping steps whose
+        gradients overflowed) and updates its scale; the modifiers run either way."""
         args = (self.module, self.optimizer, self.epoch, self.steps_per_epoch)
         for modifier in self.manager.modifiers:
             if modifier.update_ready(self.epoch, self.steps_per_epoch):
                 modifier.scheduled_update(*args)
         for modifier in self.manager.modifiers:
             modifier.optimizer_pre_step(*args)
-        self.optimizer.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
+            scaler.update()
         for modifier in self.manager.modifiers:
             modifier.optimizer_post_step(*args)
         self.steps += 1

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ..devices import PRECISIONS
 from ..errors import SparsebiasError
 from .manager import RecipeManager
 from .modifiers import MODIFIERS, RecipeError
@@ -43,10 +44,9 @@ RUN_DEFAULTS = {
     "momentum": 0.9,
     "weight_decay": 1e-4,
     "num_epochs": None,   # when the recipe has no EpochRangeModifier
-    "precision": "auto",  # auto (bf16 where the CPU has it natively), fp32 or bf16
+    "precision": "auto",  # auto (bf16 where the device has it natively), fp32, bf16 or fp16
 }
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass

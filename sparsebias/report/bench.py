@@ -13,7 +13,10 @@ def results_table(report: dict) -> str:
     for r in report["results"]:
         same = f"{r['speedup_same_engine']:.2f}x" if r["speedup_same_engine"] is not None else "-"
         lat = r["latency_ms"]
-        rows.append([r["model"] + (" (ref)" if r["reference"] else ""), r["engine"], r["batch_size"],
+        engine = r["engine"]
+        if "sparse_weight_share" in r:   # what ran on 2:4 sparse kernels
+            engine += f" (2:4 kernels: {r['sparse_weight_share']:.0%} of weights)"
+        rows.append([r["model"] + (" (ref)" if r["reference"] else ""), engine, r["batch_size"],
                      f"{sparsity[r['model']]:.4f}", f"{r['items_per_second']:.1f}", f"{lat['mean']:.2f}",
                      f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
                      f"{r['speedup_vs_onnxruntime']:.2f}x", same])

@@ -1,0 +1,99 @@
+"""Devices and precision: what --device and --precision resolve to, bf16 training on the CPU,
+and, where there is a GPU, the same model from the same seed and exact masks in every precision."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import TINY_DATA, TINY_SETTINGS, tiny_compress
+from sparsebias.bundle import load_bundle
+from sparsebias.cli import main
+from sparsebias.devices import resolve_device, resolve_precision
+from sparsebias.errors import SparsebiasError
+
+CPU = torch.device("cpu")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+
+
+def test_devices_resolve_or_fail_in_one_line():
+    assert resolve_device("cpu") == CPU and resolve_device(" CPU ") == CPU
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad, message in [("tpu", "unknown device 'tpu'"), ("mps", "not supported"), ("cuda:x", "unknown device")]:
+        with pytest.raises(SparsebiasError, match=message):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(SparsebiasError, match="sees no CUDA GPU"):
+            resolve_device("cuda:0")
+    else:
+        with pytest.raises(SparsebiasError, match="GPU\\(s\\), cuda:0 to"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+        assert resolve_device("cuda", local_rank=torch.cuda.device_count() + 1).index == 1 % torch.cuda.device_count()
+
+
+def test_precisions_resolve_per_device():
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", CPU) == ("bf16" if native_bf16 else "fp32")
+    assert [resolve_precision(p, CPU) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+    with pytest.raises(SparsebiasError, match="precision 'fp8' is not one of auto, fp32, bf16, fp16"):
+        resolve_precision("fp8", CPU)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_that_is_not_there_is_one_line(tmp_path, repo):
+    result = CliRunner().invoke(main, ["compress", "--recipe", str(repo / "recipes/resnet18_dense.yaml"),
+                                       "--device", "cuda", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith("error: device 'cuda': torch sees no CUDA GPU here")
+    assert not (tmp_path / "out").exists()
+
+
+def _pruned_weights_are_zero(bundle) -> float:
+    """The share of zeros over the pruned layers of a resnet18_90 bundle, checked from model.pt."""
+    state = torch.load(bundle.file("model.pt"))["state_dict"]
+    pruned = [k for k in bundle.manifest["sparsity"]["per_layer"] if k.startswith("layer")]
+    return sum(int((state[k] == 0).sum()) for k in pruned) / sum(state[k].numel() for k in pruned)
+
+
+def test_bf16_training_on_the_cpu_keeps_masks_exact(repo, tmp_path):
+    out = tmp_path / "out"
+    settings = [*TINY_SETTINGS, "num_epochs=2", "pruning_start_epoch=0", "pruning_end_epoch=1"]
+    result = CliRunner().invoke(main, ["compress", "--recipe", str(repo / "recipes/resnet18_90.yaml"), "--data",
+                                       TINY_DATA, "--out", str(out), "--device", "cpu", "--precision", "bf16",
+                                       *[x for s in settings for x in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(out / "resnet18_90")
+    training = bundle.manifest["training"]
+    assert training["precision"] == "bf16" and training["device"].startswith("cpu")
+    assert bundle.manifest["recipe"]["settings"]["precision"] == "bf16"
+    assert _pruned_weights_are_zero(bundle) == pytest.approx(0.9, abs=0.002)
+    assert np.isfinite(bundle.split("test")["logits"]).all()
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_on_a_gpu_the_same_seed_gives_the_same_model_and_exact_masks(repo, tmp_path, precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    extra = ["pruning_start_epoch=0", "pruning_end_epoch=1"]
+    runs = [tiny_compress(repo / "recipes/resnet18_90.yaml", tmp_path, name=f"{precision}{i}", device="cuda",
+                          precision=precision, extra=extra) for i in range(2)]
+    assert runs[0].manifest["training"]["device"].startswith("cuda:")
+    np.testing.assert_array_equal(runs[0].split("test")["logits"], runs[1].split("test")["logits"])
+    assert _pruned_weights_are_zero(runs[0]) == pytest.approx(0.9, abs=0.002)
+
+
+@needs_cuda
+@pytest.mark.parametrize("method", ["fairgrape", "snip", "grasp", "lottery", "ws"])
+def test_every_pruning_method_trains_on_a_gpu(repo, tmp_path, method):
+    from conftest import GROUP_DATA
+    from sparsebias.compress import compress
+    from sparsebias.recipes import parse_overrides
+
+    bundle = compress(repo / f"recipes/groups/{method}.yaml", data=GROUP_DATA, device="cuda", precision="bf16"
+                      if torch.cuda.is_bf16_supported() else "fp16",
+                      overrides=parse_overrides([*TINY_SETTINGS, "arch=resnet18", "num_epochs=5", "final_sparsity=0.8"]),
+                      attributes=["gender", "race"], name=method, out_dir=tmp_path, echo=lambda *a, **k: None)
+    assert bundle.manifest["training"]["device"].startswith("cuda:")
+    assert bundle.manifest["sparsity"]["overall"] > 0.5
+    assert np.isfinite(bundle.split("test")["logits"]).all()
