@@ -151,6 +151,8 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
                          "from": str(from_path) if from_path else None, "history": result.history,
                          "seconds": round(time.time() - started, 1), "threads": torch.get_num_threads(),
                          "device": describe(device), "processes": ranks.world,
+                         # checked before this bundle was written (train refuses ranks that disagree)
+                         "masks_identical_on_every_rank": True if ranks.distributed else None,
                          "precision": result.precision, "memory_format": "channels_last",
                          "versions": _versions()},
             "sparsity": {"overall": overall, "per_layer": per_layer},

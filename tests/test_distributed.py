@@ -112,7 +112,7 @@ def test_torchrun_compress_writes_one_bundle_at_the_recipes_sparsity(repo, tmp_p
 
     bundle = load_bundle(out / "resnet18_90")
     training = bundle.manifest["training"]
-    assert training["processes"] == 2 and training["epochs"] == 2
+    assert training["processes"] == 2 and training["epochs"] == 2 and training["masks_identical_on_every_rank"]
     per_layer = bundle.manifest["sparsity"]["per_layer"]
     convs = [k for k in per_layer if k.startswith("layer")]
     state = torch.load(out / "resnet18_90" / "model.pt")["state_dict"]
