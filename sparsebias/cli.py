@@ -27,6 +27,11 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+TRUSTED_KEY = click.option(
+    "--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
+    help="Ed25519 public key (PEM); the bundle (and a reference) must be signed by it. Repeatable.")
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="sparsebias")
 def main():
@@ -114,16 +119,58 @@ def fidelity(bundle, recipe, data, overrides, seed, split, out_dir):
 @main.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("--layers", is_flag=True, help="Also list every layer's sparsity.")
-def info(bundle, layers):
-    """Verify a bundle (hashes, schema) and describe it.
+@TRUSTED_KEY
+def info(bundle, layers, trusted_keys):
+    """Verify a bundle (hashes, schema, and its signature with --trusted-key) and describe it.
 
     \b
     Example:
       sparsebias info exported/resnet18_99 --layers
+      sparsebias info exported/resnet18_99 --trusted-key keys/release.pub
     """
     from .bundle import load_bundle
+    from .signing import is_signed
 
-    click.echo(_summary(load_bundle(bundle), per_layer=layers))
+    _require_signatures([bundle], trusted_keys)
+    loaded = load_bundle(bundle)
+    click.echo(_summary(loaded, per_layer=layers))
+    if not trusted_keys:
+        click.echo("signature    " + ("present (not checked: give --trusted-key)" if is_signed(loaded) else "none"))
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+def keygen(path):
+    """Make an Ed25519 key pair for signing bundles: PATH (private, keep it secret) and PATH.pub.
+
+    \b
+    Example:
+      sparsebias keygen keys/release
+    """
+    from .signing import generate_key
+
+    private, public = generate_key(path)
+    click.echo(f"private key  {private} (readable by you only; sign with it)")
+    click.echo(f"public key   {public} (give it to whoever verifies: --trusted-key)")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="Ed25519 private key (PEM).")
+def sign(bundle, key_path):
+    """Sign a bundle's manifest, which holds the sha256 of every file, after verifying them.
+
+    gate, info and predict with --trusted-key then refuse the bundle if any file, the
+    manifest included, changes, or if the signature is missing or made by another key.
+
+    \b
+    Example:
+      sparsebias sign exported/resnet18_99 --key keys/release
+    """
+    from .signing import SIGNATURE, sign_bundle
+
+    record = sign_bundle(bundle, key_path)
+    click.echo(f"signed {bundle} with key {record['key_id']} ({Path(bundle) / SIGNATURE})")
 
 
 @main.command()
@@ -182,7 +229,8 @@ def bench(models, engines, batch_sizes, cores, reference, warmup, duration, prof
 @click.option("--cores", type=click.IntRange(min=1), default=None, help="CPU cores to use (default: all physical).")
 @click.option("--out", "out_file", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="CSV file to write ('-': standard output).")
-def predict(bundle, paths, engine, batch_size, cores, out_file):
+@TRUSTED_KEY
+def predict(bundle, paths, engine, batch_size, cores, out_file, trusted_keys):
     """Predict every attribute for images (files or folders) and write a CSV.
 
     Exit status 1 when some images could not be read (each is named on stderr; the rest
@@ -196,6 +244,8 @@ def predict(bundle, paths, engine, batch_size, cores, out_file):
 
     from .predict import predict as run, predictions_csv
     from .report.files import write_atomic
+
+    _require_signatures([bundle], trusted_keys)
 
     with tqdm(total=0, unit="img", leave=False, disable=out_file == "-") as bar:
         def progress(done, total):
@@ -308,10 +358,12 @@ def calibrate(bundle, split):
     from .metrics import sigmoid
     from .mitigate.thresholds import calibrate_bundle
 
+    was_signed = _signed(bundle)
     updated, thresholds = calibrate_bundle(bundle, split)
     for name, t in zip(updated.attributes, thresholds):
         click.echo(f"  {name:24s} p > {float(sigmoid(t)):.4f}")
     click.echo(f"stored {len(thresholds)} thresholds in {updated.path}/thresholds.json")
+    _say_signature_dropped(updated.path, was_signed)
 
 
 @main.command()
@@ -333,19 +385,22 @@ def overrides(bundle, reference, budget, label, split, identities, data):
     """
     from .mitigate.overrides import add_overrides_to_bundle
 
+    was_signed = _signed(bundle)
     updated, table = add_overrides_to_bundle(bundle, reference, budget=budget, label=label, split=split,
                                              identities=_names(identities), data=data, echo=click.echo)
     covered = updated.manifest["mitigations"]["overrides"]["attributes"]
     click.echo(f"{len(table)} override(s) for {len(covered)} attribute(s) with positive dense BA: "
                + ", ".join(covered))
     click.echo(f"stored in {updated.path}/overrides.csv")
+    _say_signature_dropped(updated.path, was_signed)
 
 
 @main.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("--policy", required=True, type=click.Path(dir_okay=False), help="Gate policy (YAML).")
 @click.option("--reference", default=None, type=click.Path(), help="Dense bundle (default: the policy's).")
-def gate(bundle, policy, reference):
+@TRUSTED_KEY
+def gate(bundle, policy, reference, trusted_keys):
     """Pass or fail a release: exit 0 when every rule holds, 1 when one fails, 2 on an error.
 
     \b
@@ -360,6 +415,7 @@ def gate(bundle, policy, reference):
     reference = reference or rules.reference
     if not reference:
         raise SparsebiasError(f"no reference: give --reference or set 'reference:' in {policy}")
+    _require_signatures([bundle, reference], trusted_keys)
     report = run(inputs_from_bundles(bundle, reference, split=rules.split, identities=rules.identities))
     outcomes = evaluate(report, rules)
     rows = [[o.rule.describe(), o.identity or "-", _num(o.value), _num(o.reference) if o.reference is not None
@@ -462,6 +518,29 @@ def view(bundle, reference, data, split, host, port):
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: serving on {host}: anyone who can reach it sees the images and predictions", err=True)
     serve(viewer_data, host=host, port=port, echo=click.echo)
+
+
+def _require_signatures(bundles, trusted_keys) -> None:
+    """With trusted keys, every bundle must carry a signature one of them verifies."""
+    if not trusted_keys:
+        return
+    from .signing import verify_bundle
+
+    for path in bundles:
+        verify_bundle(path, trusted_keys)
+        click.echo(f"signature of {path}: verified", err=True)
+
+
+def _signed(bundle) -> bool:
+    from .signing import SIGNATURE
+
+    return (Path(bundle) / SIGNATURE).is_file()
+
+
+def _say_signature_dropped(path, was_signed: bool) -> None:
+    if was_signed:
+        click.echo(f"note: {path} was signed; this new version is not (a signature cannot be renewed without the "
+                   f"key): sign it again with `sparsebias sign {path} --key KEY`", err=True)
 
 
 def _num(x):
