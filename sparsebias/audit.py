@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import SparsebiasError
+from .errors import SparsebiasError, first_line
 from .metrics import (accuracy_score, bias_amplification, decisions, expected_calibration_error, group_metrics,
                       intersectional_groups, label_interdependence, pie_rates, reliability_curve, roc_auc_score,
                       sigmoid, threshold_calibration_bias, training_rates, uncertainty_rate)
@@ -27,6 +27,7 @@ from .metrics.bias import MIN_POSITIVES, MIN_RELATIVE_GAP
 from .metrics.calibration import UNCERTAIN_BAND
 from .mitigate.overrides import OverrideTable, read_overrides
 from .mitigate.thresholds import calibrate_thresholds, read_thresholds
+from .replay import logits_source
 
 ECE_BINS = 10
 CHOICES = [
@@ -201,11 +202,11 @@ def _summary(metrics: dict, a: AuditInputs) -> dict:
 
 # ---------------------------------------------------------------- inputs from bundles
 
-def inputs_from_bundles(bundle_path, reference_path, split: str = "test", identities=None,
-                        intersect=None) -> AuditInputs:
-    from .bundle import load_bundle
+def inputs_from_bundles(bundle, reference, split: str = "test", identities=None, intersect=None) -> AuditInputs:
+    """Audit inputs from two bundles (paths, or bundles already loaded or replayed: `replay.replay_bundle`)."""
+    from .bundle import as_bundle
 
-    bundle, reference = load_bundle(bundle_path), load_bundle(reference_path)
+    bundle, reference = as_bundle(bundle), as_bundle(reference)
     bundle.require_binary("the attribute audit (gate, overrides)")
     attributes = bundle.attributes
     missing = [x for x in attributes if x not in reference.attributes]
@@ -255,7 +256,7 @@ def _bundle_outputs(bundle, logits, columns: list[int], with_overrides: bool) ->
                         calibrated_source=source, bundled_thresholds=None if bundled is None else bundled[columns],
                         overrides=read_overrides(bundle) if with_overrides else None,
                         info={"path": str(bundle.path), "architecture": m["architecture"],
-                              "sparsity": m["sparsity"]["overall"]})
+                              "sparsity": m["sparsity"]["overall"], "logits": logits_source(bundle)})
 
 
 # ---------------------------------------------------------------- inputs from files
@@ -271,7 +272,7 @@ def read_table(path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
     except Exception as e:  # pandas raises many kinds for a malformed file
         raise SparsebiasError(f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'} "
-                              f"({str(e).strip().splitlines()[0][:160]})") from None
+                              f"({first_line(e, 160)})") from None
     id_column = next((c for c in ("id", "image_id") if c in frame.columns), frame.columns[0])
     ids = frame[id_column].astype(str).to_numpy()
     duplicated = pd.Series(ids).duplicated()

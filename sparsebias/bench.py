@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import Engine, EngineUnavailable, ModelSource, load_engine, open_model, physical_cores, require_engine
+from .engines import (ENGINES, Engine, EngineUnavailable, ModelSource, load_engine, open_model, physical_cores,
+                      require_engine)
 from .errors import SparsebiasError
 from .flops import count_flops
 
 BASELINE_ENGINE = "onnxruntime"
-AGREEMENT_TOLERANCE = 1e-4   # max |logit difference| accepted between an engine and onnxruntime on CPU
 
 
 @dataclass
@@ -100,7 +100,7 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
             diff = float(np.abs(engine.predict(inputs) - baseline_logits[model.onnx_path]).max())
             agreement.append({"model": model.name, "engine": engine_name, "vs": BASELINE_ENGINE,
                               "inputs": len(inputs), "max_abs_diff": diff,
-                              "agrees": diff <= engine_tolerance(engine_name)})
+                              "agrees": diff <= ENGINES[engine_name].tolerance})
         timing = measure(engine, settings.warmup_s, settings.duration_s, settings.seed)
         results.append({"model": model.name, "engine": engine_name, "batch_size": batch_size,
                         "reference": model is ref_model, **timing, **engine.describe()})
@@ -115,11 +115,6 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
             "speedup_definition": _speedup_definition(ref_model is not None),
             "models": [describe_model(m, reference=m is ref_model) for m in every],
             "agreement": agreement, "results": results, "profile": profile}
-
-
-def engine_tolerance(engine_name: str) -> float:
-    # GPU providers may use TF32 (10-bit mantissa) matmuls, so they agree to about 1e-3 only.
-    return AGREEMENT_TOLERANCE if engine_name in ("deepsparse", "onnxruntime", "torch") else 1e-2
 
 
 def _add_speedups(results: list[dict], reference: str | None) -> None:

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import SparsebiasError
+from .errors import SparsebiasError, first_line
 from .report.files import json_default
 
 SCHEMA_VERSION = 1
@@ -65,8 +67,31 @@ class Bundle:
         path = self.file(f"splits/{name}.npz")
         if not path.is_file():
             raise SparsebiasError(f"bundle {self.path} has no split {name!r}")
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise SparsebiasError(f"{path}: unreadable split ({first_line(e)})") from None
+        self._check_split(arrays, path)
+        return arrays
+
+    def _check_split(self, arrays: dict, path: Path) -> None:
+        """Shapes and values the audit relies on: one id per row, a label per label name, finite logits."""
+        ids, labels = arrays.get("ids"), arrays.get("labels")
+        if ids is None or labels is None or ids.ndim != 1 or labels.ndim != 2 or len(labels) != len(ids):
+            raise SparsebiasError(f"{path}: a split holds 'ids' (n,) and 'labels' (n, label names)")
+        names, classes = self.manifest["label_names"], self.manifest.get("label_classes")
+        if labels.shape[1] != len(names) or labels.dtype.kind not in "iub":
+            raise SparsebiasError(f"{path}: 'labels' must be whole numbers, one column per label name ({len(names)})")
+        limits = [2] * len(names) if classes is None else [len(classes[n]) for n in names]
+        if len(labels) and ((labels < 0).any() or (labels >= np.array(limits)).any()):
+            raise SparsebiasError(f"{path}: a label is outside its classes (0/1 for binary attributes)")
+        logits = arrays.get("logits")
+        if logits is not None and (logits.ndim != 2 or len(logits) != len(ids) or logits.dtype.kind != "f"):
+            raise SparsebiasError(f"{path}: 'logits' must be floats, one row per id")
+        backdoor = arrays.get("backdoor")
+        if backdoor is not None and (backdoor.shape != ids.shape or not np.isin(backdoor, (0, 1)).all()):
+            raise SparsebiasError(f"{path}: 'backdoor' must be 0/1, one per id")
 
 
 def ensure_replaceable(path: Path) -> None:
@@ -138,10 +163,84 @@ def load_bundle(path) -> Bundle:
             raise SparsebiasError(f"{file}: missing from the bundle")
         if sha256(file) != expected:
             raise SparsebiasError(f"{file}: sha256 does not match the manifest (modified or corrupt)")
-    for required in ("model.onnx", "attributes", "architecture", "input"):
-        if required not in manifest and required not in manifest["files"]:
-            raise SparsebiasError(f"{manifest_path}: missing {required!r}")
+    if "model.onnx" not in manifest["files"]:
+        raise SparsebiasError(f"{manifest_path}: lists no model.onnx")
+    _check_manifest(manifest, manifest_path)
     return Bundle(path, manifest)
+
+
+def _names(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, dict) and all(_number(x) for x in v.values())
+
+
+# What every reader of a manifest relies on; a manifest is the shipper's text, so it is checked like input.
+MANIFEST_SCHEMA = {
+    "architecture": lambda v: isinstance(v, str),
+    "attributes": lambda v: _names(v) and len(v) > 0 and len(set(v)) == len(v),
+    "label_names": lambda v: _names(v) and len(set(v)) == len(v),
+    "identities": _names,
+    "input": lambda v: isinstance(v, dict) and all(_number(x) for k in ("mean", "std") for x in v.get(k) or [None])
+    and len(v["mean"]) == len(v["std"]) == 3 and all(x > 0 for x in v["std"]),
+    "output": lambda v: isinstance(v, dict),
+    "data": lambda v: isinstance(v, dict) and isinstance(v.get("spec"), str),
+    "recipe": lambda v: isinstance(v, dict) and isinstance(v.get("source"), str),
+    "training": lambda v: isinstance(v, dict) and all(_number(v.get(k)) for k in ("epochs", "best_epoch", "seconds"))
+    and isinstance(v.get("seed"), int),
+    "sparsity": lambda v: isinstance(v, dict) and _number(v.get("overall")) and _numbers(v.get("per_layer")),
+    "metrics": lambda v: isinstance(v, dict) and all(_numbers(x) for x in v.values()),
+    "export": lambda v: isinstance(v, dict) and _number(v.get("max_abs_diff_vs_torch")),
+}
+
+
+OPTIONAL_SCHEMA = {  # bundles of sparsebias 0.1.0 have no FLOPs; only mitigated ones have mitigations
+    "flops": lambda v: isinstance(v, dict) and all(
+        _number(v.get(k)) for k in ("dense_macs", "sparse_macs", "reduction", "weight_sparsity")),
+    "mitigations": lambda v: isinstance(v, dict) and set(v) <= {"thresholds", "overrides"}
+    and (isinstance(v.get("thresholds", {}).get("split", ""), str))
+    and ("overrides" not in v or (isinstance(v["overrides"].get("label"), str) and _number(v["overrides"].get("rows"))
+                                  and _number(v["overrides"].get("budget"))
+                                  and isinstance(v["overrides"].get("attributes"), (dict, list)))),
+}
+
+
+def _check_manifest(m: dict, where: Path) -> None:
+    """Types and cross-references, so that no command trips over a manifest someone edited."""
+    for key, valid in {**MANIFEST_SCHEMA, **OPTIONAL_SCHEMA}.items():
+        if key in OPTIONAL_SCHEMA and key not in m:
+            continue
+        try:
+            ok = key in m and valid(m[key])
+        except (TypeError, KeyError, AttributeError):
+            ok = False
+        if not ok:
+            raise SparsebiasError(f"{where}: {key!r} is missing or malformed")
+    classes = m.get("label_classes")
+    if classes is not None and not (isinstance(classes, dict) and all(
+            n in classes and _names(classes[n]) and len(classes[n]) >= 2 for n in m["label_names"])):
+        raise SparsebiasError(f"{where}: 'label_classes' must list two or more classes per label name")
+    outside = [a for a in m["attributes"] + m["identities"] if a not in m["label_names"]]
+    if outside:
+        raise SparsebiasError(f"{where}: {outside[0]!r} is not one of the label names")
+    heads = m["output"].get("heads")
+    if heads is not None and not (isinstance(heads, list) and [h.get("name") if isinstance(h, dict) else None
+                                                                for h in heads] == m["attributes"]
+                                  and all(_names(h.get("classes")) for h in heads)):
+        raise SparsebiasError(f"{where}: 'output' heads must name the attributes with their classes")
+    if (heads is None) != (classes is None):
+        raise SparsebiasError(f"{where}: class heads and label classes go together")
+
+
+def as_bundle(bundle_or_path) -> Bundle:
+    """A bundle as given, or loaded (and verified) from its folder."""
+    return bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
 
 
 def update_bundle(bundle: Bundle, files: dict[str, bytes], manifest: dict) -> Bundle:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import SparsebiasError
+from .errors import SparsebiasError, first_line
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -31,7 +31,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt or unsafe file
-        raise SparsebiasError(f"cannot load checkpoint {path}: {str(e).strip().splitlines()[0][:200]}") from None
+        raise SparsebiasError(f"cannot load checkpoint {path}: {first_line(e)}") from None
     if not isinstance(state, dict):
         raise SparsebiasError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     return state

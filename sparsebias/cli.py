@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import SparsebiasError
+from .errors import SparsebiasError, first_line
 
 EXIT_USER_ERROR = 2
 
@@ -19,17 +20,41 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SparsebiasError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo("error: " + " ".join(str(e).strip().splitlines()), err=True)
             sys.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
             click.echo("interrupted; nothing half-written was kept (compress: rerun with --resume; "
                        "sweep: rerun the same command)", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:
+            # Exit 1 means "the gate failed" or "predict skipped images"; a crash must never read as either.
+            if os.environ.get("SPARSEBIAS_DEBUG"):
+                raise
+            click.echo(f"error: unexpected {type(e).__name__}: {first_line(e)} (a sparsebias bug, or input it "
+                       "failed to check: please report it; SPARSEBIAS_DEBUG=1 shows the traceback)", err=True)
+            sys.exit(EXIT_USER_ERROR)
 
 
 TRUSTED_KEY = click.option(
     "--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
     help="Ed25519 public key (PEM); the bundle (and a reference) must be signed by it. Repeatable.")
+
+
+def _replay_options(command):
+    """--data, --engine and --stored-logits: how audit and gate check what a bundle's model does."""
+    for option in reversed([
+        click.option("--data", "replay_data", default=None,
+                     help="Data set to re-run the models on (as compress --data; default: each manifest's own)."),
+        click.option("--engine", "replay_engine", default="onnxruntime", show_default=True,
+                     help="Engine that re-runs model.onnx on the val and test images."),
+        click.option("--stored-logits", is_flag=True,
+                     help="Judge the logits the bundles store without re-running them (where the data is not at "
+                          "hand); the bundles' own claims, and the output says so."),
+    ]):
+        command = option(command)
+    return command
 
 
 @click.group(cls=_Group)
@@ -285,11 +310,15 @@ def predict(bundle, paths, engine, batch_size, cores, out_file, trusted_keys):
               help="Files mode, optional: the reference's val logits.")
 @click.option("--out", "out_dir", default="audit-report", show_default=True, type=click.Path(file_okay=False),
               help="Folder for report.json, report.md, report.html and the plots.")
+@_replay_options
 def audit(bundle, reference, split, identities, intersect, reference_group, labels, logits, reference_logits,
-          train_labels, val_labels, val_logits, val_reference_logits, out_dir):
+          train_labels, val_labels, val_logits, val_reference_logits, out_dir, replay_data, replay_engine,
+          stored_logits):
     """Audit a compressed model against its dense reference for bias.
 
-    Either two bundles, or files of labels and logits from any model (files mode).
+    Either two bundles, or files of labels and logits from any model (files mode). Each
+    bundle's model.onnx is re-run on its val and test images first, and a bundle whose stored
+    logits, labels or sparsity are not what its model and data give is refused.
     Bundles that classify groups (FairFace, UTKFace, SynthFaces groups=1) are audited in
     group mode: accuracy, FNR, FPR, Std(dAcc), AP, Std(AP), Std(dAP) per sensitive group,
     PIE rates and per-class-size scores; --identity then names the group columns.
@@ -303,7 +332,6 @@ def audit(bundle, reference, split, identities, intersect, reference_group, labe
                        --reference-group race=Black --out audit/fairgrape
     """
     from .audit import audit as run, inputs_from_bundles, inputs_from_files
-    from .bundle import load_bundle
     from .report.audit import summary_lines, write_audit_report
     from .tasks import Outputs
 
@@ -315,9 +343,10 @@ def audit(bundle, reference, split, identities, intersect, reference_group, labe
             raise SparsebiasError("--reference: the dense bundle to audit against is required")
         if any(files.values()):
             raise SparsebiasError("give either a bundle or --labels/--logits files, not both")
-        if not Outputs.from_manifest(load_bundle(bundle).manifest).binary:
-            return _group_audit(bundle, reference, split, names, reference_group, out_dir)
-        inputs = inputs_from_bundles(bundle, reference, split=split, identities=names, intersect=pair)
+        judged, judged_reference = _judged([bundle, reference], replay_data, replay_engine, stored_logits)
+        if not Outputs.from_manifest(judged.manifest).binary:
+            return _group_audit(judged, judged_reference, split, names, reference_group, out_dir)
+        inputs = inputs_from_bundles(judged, judged_reference, split=split, identities=names, intersect=pair)
     else:
         missing = [f"--{k.replace('_', '-')}" for k, v in files.items() if not v]
         if missing:
@@ -332,12 +361,11 @@ def audit(bundle, reference, split, identities, intersect, reference_group, labe
 
 
 def _group_audit(bundle, reference, split, sensitive, reference_group, out_dir):
-    from .bundle import load_bundle
     from .group_audit import group_audit, group_inputs_from_bundles
     from .report.groups import summary_lines, write_group_report
 
-    report = group_audit(group_inputs_from_bundles(load_bundle(bundle), load_bundle(reference), split=split,
-                                                   sensitive=sensitive, reference_group=reference_group))
+    report = group_audit(group_inputs_from_bundles(bundle, reference, split=split, sensitive=sensitive,
+                                                   reference_group=reference_group))
     written = write_group_report(report, out_dir)
     click.echo("\n".join(summary_lines(report)))
     click.echo(f"wrote {len(written)} files to {out_dir}/ (report.md, report.html, report.json)")
@@ -400,8 +428,12 @@ def overrides(bundle, reference, budget, label, split, identities, data):
 @click.option("--policy", required=True, type=click.Path(dir_okay=False), help="Gate policy (YAML).")
 @click.option("--reference", default=None, type=click.Path(), help="Dense bundle (default: the policy's).")
 @TRUSTED_KEY
-def gate(bundle, policy, reference, trusted_keys):
+@_replay_options
+def gate(bundle, policy, reference, trusted_keys, replay_data, replay_engine, stored_logits):
     """Pass or fail a release: exit 0 when every rule holds, 1 when one fails, 2 on an error.
+
+    The gate judges what the models do: each bundle's model.onnx is re-run on its val and
+    test images, and a bundle whose stored logits, labels or sparsity disagree is refused.
 
     \b
     Example (a CI step):
@@ -409,6 +441,7 @@ def gate(bundle, policy, reference, trusted_keys):
     """
     from .audit import audit as run, inputs_from_bundles
     from .gate import evaluate, load_policy
+    from .report.audit import logits_lines
     from .report.files import markdown_table
 
     rules = load_policy(policy)
@@ -416,7 +449,9 @@ def gate(bundle, policy, reference, trusted_keys):
     if not reference:
         raise SparsebiasError(f"no reference: give --reference or set 'reference:' in {policy}")
     _require_signatures([bundle, reference], trusted_keys)
-    report = run(inputs_from_bundles(bundle, reference, split=rules.split, identities=rules.identities))
+    # the gate judges one split at p > 0.5 or as deployed; validation logits are not used
+    judged = _judged([bundle, reference], replay_data, replay_engine, stored_logits, splits=(rules.split,))
+    report = run(inputs_from_bundles(*judged, split=rules.split, identities=rules.identities))
     outcomes = evaluate(report, rules)
     rows = [[o.rule.describe(), o.identity or "-", _num(o.value), _num(o.reference) if o.reference is not None
              and o.value is not None else "-", "pass" if o.passed else "FAIL",
@@ -424,7 +459,10 @@ def gate(bundle, policy, reference, trusted_keys):
     click.echo(markdown_table(["rule", "identity", "value", "reference", "result", "attributes over the limit"], rows))
     failed = [o for o in outcomes if not o.passed]
     views = "as deployed (bundle mitigations applied)" if rules.mitigations else "at p > 0.5"
-    click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} checks pass; models judged {views}")
+    click.echo("\n".join(logits_lines(report["models"])))
+    judged_on = "the logits the bundles store (--stored-logits: not re-run)" if stored_logits else \
+        "what their models compute on the data"
+    click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} checks pass; models judged {views}, on {judged_on}")
     sys.exit(1 if failed else 0)
 
 
@@ -518,6 +556,30 @@ def view(bundle, reference, data, split, host, port):
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: serving on {host}: anyone who can reach it sees the images and predictions", err=True)
     serve(viewer_data, host=host, port=port, echo=click.echo)
+
+
+def _judged(paths, data, engine, stored_logits, splits=("val", "test")) -> list:
+    """The bundles at `paths`, verified, and each re-run on `splits` of its data unless --stored-logits."""
+    from tqdm import tqdm
+
+    from .bundle import load_bundle
+    from .replay import replay_bundle
+
+    bundles = [load_bundle(p) for p in paths]
+    if stored_logits:
+        click.echo("warning: --stored-logits: judging the logits the bundles claim, not what their models compute",
+                   err=True)
+        return bundles
+    judged = []
+    for bundle in bundles:
+        with tqdm(desc=f"re-running {bundle.path.name}", unit="img", leave=False, file=sys.stderr) as bar:
+            def progress(done, total, bar=bar):
+                bar.total = total
+                bar.update(done - bar.n)
+
+            judged.append(replay_bundle(bundle, splits=splits, data=data, engine=engine, progress=progress,
+                                        echo=lambda text: tqdm.write(text, file=sys.stderr)))
+    return judged
 
 
 def _require_signatures(bundles, trusted_keys) -> None:

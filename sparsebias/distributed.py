@@ -21,7 +21,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import SparsebiasError
+from .errors import SparsebiasError, first_line
 
 TIMEOUT = timedelta(minutes=30)  # rank 0 may decode a data set while the others wait
 
@@ -66,7 +66,7 @@ class Ranks:
                                     **({"device_id": device} if device.type == "cuda" else {}))
         except (RuntimeError, ValueError) as e:
             raise SparsebiasError(f"cannot join the {backend} process group as rank {self.rank} of {self.world} "
-                                  f"(MASTER_ADDR {os.environ.get('MASTER_ADDR')}): {str(e).splitlines()[0]}") from None
+                                  f"(MASTER_ADDR {os.environ.get('MASTER_ADDR')}): {first_line(e)}") from None
 
     def barrier(self) -> None:
         if self.distributed:

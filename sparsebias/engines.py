@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SparsebiasError
+from .errors import SparsebiasError, first_line
 
 
 class EngineUnavailable(SparsebiasError):
@@ -55,11 +55,16 @@ def open_model(path) -> ModelSource:
     from .bundle import load_bundle
 
     path = Path(path)
-    bundle = load_bundle(path) if path.is_dir() else None
-    onnx_path = bundle.file("model.onnx") if bundle is not None else path
-    if not onnx_path.is_file():
-        raise SparsebiasError(f"model not found: {onnx_path}")
-    return _describe_onnx(onnx_path, bundle)
+    if path.is_dir():
+        return bundle_model(load_bundle(path))
+    if not path.is_file():
+        raise SparsebiasError(f"model not found: {path}")
+    return _describe_onnx(path, None)
+
+
+def bundle_model(bundle) -> ModelSource:
+    """The model of a bundle that is already loaded (and so verified)."""
+    return _describe_onnx(bundle.file("model.onnx"), bundle)
 
 
 def _describe_onnx(path: Path, bundle) -> ModelSource:
@@ -69,7 +74,7 @@ def _describe_onnx(path: Path, bundle) -> ModelSource:
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(model)
     except Exception as e:  # protobuf raises DecodeError, the checker ValidationError
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        reason = first_line(e, 160)
         raise SparsebiasError(f"{path}: not a valid ONNX model ({reason})") from None
     initializers = {init.name for init in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
@@ -89,6 +94,7 @@ class Engine:
     """A model compiled for one batch size and a number of CPU cores (or a GPU)."""
 
     name: str = ""
+    tolerance: float = 1e-4  # max |logit difference| from onnxruntime on CPU (fp32) expected of this engine
 
     def __init__(self, model: ModelSource, batch_size: int, num_cores: int | None = None):
         model.check_batch(batch_size)
@@ -141,7 +147,7 @@ class DeepSparseEngine(Engine):
             self._engine = deepsparse.compile_model(str(model.onnx_path), batch_size=batch_size,
                                                     num_cores=self.num_cores)
         except Exception as e:
-            raise EngineUnavailable(f"deepsparse could not compile {model.onnx_path}: {_first_line(e)}") from None
+            raise EngineUnavailable(f"deepsparse could not compile {model.onnx_path}: {first_line(e)}") from None
         self._version = deepsparse.__version__
 
     @classmethod
@@ -151,7 +157,7 @@ class DeepSparseEngine(Engine):
         except ModuleNotFoundError:
             return "DeepSparse is not installed (pip install 'sparsebias[deepsparse]', on Python 3.11)"
         except Exception as e:  # its own error on an unsupported CPU
-            return f"deepsparse cannot be imported ({_first_line(e)})"
+            return f"deepsparse cannot be imported ({first_line(e)})"
         return None
 
     def run_batch(self, batch):
@@ -181,7 +187,7 @@ class OnnxRuntimeEngine(Engine):
             self._session = ort.InferenceSession(str(model.onnx_path), options,
                                                  providers=[(self.provider, self.provider_options)])
         except Exception as e:
-            raise EngineUnavailable(f"{self.name} could not load {model.onnx_path}: {_first_line(e)}") from None
+            raise EngineUnavailable(f"{self.name} could not load {model.onnx_path}: {first_line(e)}") from None
         if self._session.get_providers()[0] != self.provider:  # onnxruntime falls back to CPU silently
             raise EngineUnavailable(f"{self.name}: {self.provider} did not start{self.hint}")
         self._version = ort.__version__
@@ -206,12 +212,14 @@ class OnnxRuntimeCudaEngine(OnnxRuntimeEngine):
     name = "onnxruntime-cuda"
     provider = "CUDAExecutionProvider"
     hint = " (install onnxruntime-gpu in place of onnxruntime, on a machine with an NVIDIA GPU)"
+    tolerance = 1e-2   # cuDNN may pick TF32 (10-bit mantissa) convolutions
 
 
 class OnnxRuntimeTensorRTEngine(OnnxRuntimeEngine):
     name = "onnxruntime-tensorrt"
     provider = "TensorrtExecutionProvider"
     provider_options = {"trt_sparsity_enable": True}  # lets TensorRT use 2:4 sparse kernels
+    tolerance = 1e-2
     hint = " (install onnxruntime-gpu and TensorRT, on a machine with an NVIDIA GPU)"
 
 
@@ -254,6 +262,7 @@ class TorchCudaEngine(Engine):
     name = "torch-cuda"
     dtype_name = "fp16"
     sparse = False
+    tolerance = 5e-2   # half-precision activations: about 3 significant digits on logits of order 10
 
     def __init__(self, model, batch_size, num_cores=None):
         super().__init__(model, batch_size, num_cores)
@@ -304,6 +313,7 @@ class TorchCudaEngine(Engine):
 class TorchCudaBf16Engine(TorchCudaEngine):
     name = "torch-cuda-bf16"
     dtype_name = "bf16"
+    tolerance = 2e-1   # bf16 keeps 8 mantissa bits: about 2 significant digits
 
 
 class TorchCudaSparseEngine(TorchCudaEngine):
@@ -380,8 +390,3 @@ def physical_cores() -> int:
         return len(pairs) or os.cpu_count() or 1
     except OSError:
         return os.cpu_count() or 1
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__

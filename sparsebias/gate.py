@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import SparsebiasError
+from .errors import SparsebiasError, first_line, yaml_error
 
 # metric -> (where it lives in the audit report, whether it is given per identity, compared with a reference)
 METRICS = {
@@ -89,19 +89,22 @@ def load_policy(path) -> Policy:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise SparsebiasError(f"{path}{where}: YAML error: {getattr(e, 'problem', e)}") from None
+        raise yaml_error(path, e) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SparsebiasError(f"cannot read {path}: {first_line(e)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list) or not data["rules"]:
         raise SparsebiasError(f"{path}: a policy is a mapping with a non-empty list of rules")
     unknown = sorted(set(data) - POLICY_KEYS)
     if unknown:
         raise SparsebiasError(f"{path}: unknown key {unknown[0]!r}; known: {', '.join(sorted(POLICY_KEYS))}")
     rules = tuple(_rule(r, f"{path}: rule {i}") for i, r in enumerate(data["rules"], 1))
+    split = data.get("split", "test")
+    if split not in ("val", "test"):
+        raise SparsebiasError(f"{path}: split must be val or test (the splits a bundle has logits for), got {split!r}")
     mitigations = data.get("mitigations", True)
     if not isinstance(mitigations, bool):
         raise SparsebiasError(f"{path}: mitigations must be true or false")
-    return Policy(rules=rules, reference=data.get("reference"), split=str(data.get("split", "test")),
+    return Policy(rules=rules, reference=data.get("reference"), split=split,
                   identities=_names(data.get("identities"), f"{path}: identities"), mitigations=mitigations)
 
 

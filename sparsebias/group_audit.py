@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import SparsebiasError
 from .metrics import class_balanced_entropy, group_metrics, macro_scores, scores_by_class_size
+from .replay import logits_source
 from .tasks import Outputs
 
 
@@ -115,7 +116,8 @@ def group_inputs_from_bundles(bundle, reference, split: str = "test", sensitive=
     pie_grouping, pie_group = _reference_group(reference_group, groupings, sensitive)
     tasks = _tasks(outputs, ev, ev_ref, names)
     info = {side: {"name": b.path.name, "path": str(b.path), "architecture": b.manifest["architecture"],
-                   "sparsity": b.manifest["sparsity"]["overall"], "recipe": b.manifest["recipe"]["source"]}
+                   "sparsity": b.manifest["sparsity"]["overall"], "recipe": b.manifest["recipe"]["source"],
+                   "logits": logits_source(b)}
             for side, b in (("compressed", bundle), ("reference", reference))}
     return GroupAuditInputs(tasks, {k: v.astype(str) for k, v in groupings.items()}, pie_grouping, pie_group,
                             split, info)

@@ -42,6 +42,7 @@ def test_the_repository_policies_load(repo):
     ("rules: []\n", "non-empty list of rules"),
     ("rules:\n  - {metric: ba, max: [1}\n", "gate.yaml:2: YAML error"),
     ("rules:\n  - {metric: ba, max: 1, identities: [Bearded]}\n", "identity 'Bearded' was not audited"),
+    ("split: train\nrules:\n  - {metric: ba, max: 1}\n", "split must be val or test"),
 ])
 def test_malformed_policy_exits_2(sparse_bundle, dense_bundle, tmp_path, text, message):
     result = gate(sparse_bundle, dense_bundle, text, tmp_path)

@@ -49,10 +49,10 @@ def synthfaces_config(options: str) -> SynthFacesConfig:
                 kwargs[keys[key][0]] = keys[key][1](value)
             else:
                 raise SparsebiasError(
-                    f"unknown SynthFaces option {key!r} in --data synthfaces:{options}; "
+                    f"unknown SynthFaces option {key!r} in --data {'synthfaces:' + options!r}; "
                     "known: train, val, test, size, seed, backdoor, groups")
         except (ValueError, TypeError, KeyError):
-            raise SparsebiasError(f"bad SynthFaces option {item!r} in --data synthfaces:{options}") from None
+            raise SparsebiasError(f"bad SynthFaces option {item!r} in --data {'synthfaces:' + options!r}") from None
     return SynthFacesConfig(**kwargs)
 
 

@@ -85,22 +85,28 @@ def read_overrides(bundle) -> OverrideTable | None:
     if FILE not in bundle.manifest["files"]:
         return None
     path = bundle.file(FILE)
-    rows = list(csv.reader(io.StringIO(path.read_text())))
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text())))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SparsebiasError(f"{path}: unreadable override table ({e})") from None
     if not rows or tuple(rows[0]) != COLUMNS:
         raise SparsebiasError(f"{path}: expected the columns {', '.join(COLUMNS)}")
     body = rows[1:]
+    short = [i for i, r in enumerate(body, 2) if len(r) != len(COLUMNS)]
+    if short:
+        raise SparsebiasError(f"{path}:{short[0]}: expected {len(COLUMNS)} fields")
     unknown = sorted({r[2] for r in body} - set(bundle.attributes))
     if unknown:
         raise SparsebiasError(f"{path}: override for {unknown[0]!r}, which is not one of the bundle's attributes")
     try:
-        labels = np.array([int(r[3]) for r in body], dtype=np.int8)
+        labels = np.array([int(r[3]) for r in body], dtype=np.int64)
         probability = np.array([float(r[4]) for r in body], dtype=np.float64)
     except (ValueError, IndexError) as e:
         raise SparsebiasError(f"{path}: malformed row ({e})") from None
-    if not np.isin(labels, (0, 1)).all():
-        raise SparsebiasError(f"{path}: override labels must be 0 or 1")
+    if not np.isin(labels, (0, 1)).all() or not np.isfinite(probability).all():
+        raise SparsebiasError(f"{path}: override labels must be 0 or 1, probabilities finite")
     return OverrideTable(np.array([r[0] for r in body], dtype=str), np.array([r[1] for r in body], dtype=str),
-                         np.array([r[2] for r in body], dtype=str), labels, probability)
+                         np.array([r[2] for r in body], dtype=str), labels.astype(np.int8), probability)
 
 
 def add_overrides_to_bundle(path, reference, *, budget: float = 0.05, label: str = "true", split: str = "test",

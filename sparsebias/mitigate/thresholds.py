@@ -51,15 +51,17 @@ def read_thresholds(bundle) -> np.ndarray | None:
     path = bundle.file(FILE)
     try:
         table = json.loads(path.read_text())["thresholds"]
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
+    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SparsebiasError(f"{path}: unreadable thresholds ({e})") from None
+    if not isinstance(table, dict):
+        raise SparsebiasError(f"{path}: 'thresholds' must map each attribute to a number")
     if set(table) != set(bundle.attributes):
         missing = sorted(set(bundle.attributes) - set(table)) or sorted(set(table) - set(bundle.attributes))
         raise SparsebiasError(f"{path}: thresholds do not match the bundle's attributes (e.g. {missing[0]!r})")
-    values = np.array([table[a] for a in bundle.attributes], dtype=np.float64)
-    if not np.isfinite(values).all():
+    values = [table[a] for a in bundle.attributes]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
         raise SparsebiasError(f"{path}: thresholds must be finite numbers")
-    return values
+    return np.array(values, dtype=np.float64)
 
 
 def calibrate_bundle(path, split: str = "val"):

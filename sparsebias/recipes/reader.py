@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from ..errors import SparsebiasError
+from ..errors import SparsebiasError, yaml_error
 
 FRONT_MATTER = re.compile(r"^\s*(?:---|\+\+\+)(.*?)(?:---|\+\+\+)", re.S | re.M)  # SparseML's own pattern
 
@@ -97,14 +97,14 @@ def read_recipe(path, text: str, overrides: dict) -> RecipeDocument:
     try:
         root = yaml.compose(body, Loader=_Loader)
     except yaml.YAMLError as e:
-        raise SparsebiasError(f"{_where(path, e, offset)}: YAML error: {getattr(e, 'problem', None) or e}") from None
+        raise yaml_error(path, e, offset) from None
     if not isinstance(root, yaml.MappingNode):
         raise SparsebiasError(f"{path}: a recipe is a YAML mapping of variables and modifier lists")
     _apply_overrides(path, root, overrides)
     try:
         doc = _Loader(body).construct_document(root) if root is not None else None
     except yaml.YAMLError as e:
-        raise SparsebiasError(f"{_where(path, e, offset)}: YAML error: {getattr(e, 'problem', None) or e}") from None
+        raise yaml_error(path, e, offset) from None
     if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
         raise SparsebiasError(f"{path}: a recipe is a YAML mapping of variables and modifier lists")
     stages = {k: v for k, v in doc.items() if _is_stage(v)}
@@ -156,11 +156,6 @@ def _entries(path, container: dict, numeric: dict, others: dict, offset: int, st
                 raise SparsebiasError(f"{path}:{item.line}: {item.name}: {e}") from None
             entries.append(item)
     return entries
-
-
-def _where(path, error, offset: int) -> str:
-    mark = getattr(error, "problem_mark", None)
-    return f"{path}:{mark.line + 1 + offset}" if mark else str(path)
 
 
 def _apply_overrides(path, root: yaml.MappingNode, overrides: dict) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..devices import PRECISIONS
-from ..errors import SparsebiasError
+from ..errors import SparsebiasError, first_line
 from .manager import RecipeManager
 from .modifiers import MODIFIERS, RecipeError
 from .pruning import GradualPruningModifier, PruningModifier
@@ -152,12 +152,7 @@ def _instantiate(path: Path, entry):
     except RecipeError as e:
         raise SparsebiasError(f"{where}: {e}") from None
     except (TypeError, ValueError) as e:
-        raise SparsebiasError(f"{where}: {entry.name}: invalid arguments: {_first_line(e)}") from None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+        raise SparsebiasError(f"{where}: {entry.name}: invalid arguments: {first_line(e)}") from None
 
 
 def _check_settings(path: Path, s: dict) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..replay import describe_logits_source
 from .files import markdown_table, save_figure, write_atomic, write_json
 
 VIEW_LABELS = {"default": "p > 0.5", "calibrated": "calibrated thresholds", "overridden": "with overrides",
@@ -105,8 +106,14 @@ def sections(report: dict, images: dict[str, str]) -> list[Section]:
         f"{s['ba_min_positives']} eval positives on a side or a relative training-rate gap below "
         f"{s['ba_min_relative_gap']}. Calibrated thresholds: compressed from the {s['thresholds']['compressed']}, "
         f"reference from the {s['thresholds']['reference']}. Definitions: {s['definitions']}.",
-        *(f"Choice: {c}" for c in s["choices"])]))
+        *(f"Choice: {c}" for c in s["choices"]), *logits_lines(report["models"])]))
     return out
+
+
+def logits_lines(models: dict) -> list[str]:
+    """Where each model's logits came from: re-run on the data, or as the bundle stores them."""
+    return [f"Logits, {role}: " + describe_logits_source(m["name"], m["logits"])
+            for role, m in models.items() if "logits" in m]
 
 
 def to_markdown(report: dict, parts: list[Section]) -> str:

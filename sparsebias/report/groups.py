@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audit import Section, write_report
+from .audit import Section, logits_lines, write_report
 from .files import markdown_table, save_figure, write_atomic, write_json
 
 
@@ -51,7 +51,8 @@ def sections(report: dict, images: dict[str, str]) -> list[Section]:
     parts = [Section("Setting", text=[
         f"Split {report['split']}; groupings: {', '.join(report['groupings'])}. Tasks are the model's class heads "
         "and, with two heads, their joint classification. Percentages as in FairGRAPE's supplement; "
-        "Std(dAcc) is the sample standard deviation over groups of (compressed - reference) accuracy."])]
+        "Std(dAcc) is the sample standard deviation over groups of (compressed - reference) accuracy.",
+        *logits_lines(report["models"])])]
     rows = []
     for task, t in report["tasks"].items():
         for side in ("reference", "compressed"):
