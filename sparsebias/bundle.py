@@ -13,12 +13,14 @@ so an interrupted command never leaves a folder that loads.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import os
 import shutil
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +96,28 @@ class Bundle:
             raise SparsebiasError(f"{path}: 'backdoor' must be 0/1, one per id")
 
 
+@contextmanager
+def bundle_lock(path: Path):
+    """Held by whoever writes the bundle `path` (a compress of that name, a mitigation): a second
+    writer is refused in one line. The lock file, beside the bundle, goes when released."""
+    lock = Path(path).with_name(f".{Path(path).name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(handle.fileno()).st_ino != os.stat(lock).st_ino:  # released and removed while we opened it
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        handle.close()
+        raise SparsebiasError(f"{path} is being written by another process (it holds {lock}); wait for it to "
+                              "finish, or write elsewhere") from None
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        handle.close()
+
+
 def ensure_replaceable(path: Path) -> None:
     """A bundle may overwrite an older bundle, never a folder of something else."""
     if Path(path).exists() and not (Path(path) / MANIFEST).is_file():
@@ -114,6 +138,10 @@ class BundleWriter:
 
     def __exit__(self, exc_type, exc, tb):
         shutil.rmtree(self.staging, ignore_errors=True)
+        if isinstance(exc, OSError):   # a full disk, a quota: name the bundle and its file, not the staging folder
+            name = Path(exc.filename).name if exc.filename else "its files"
+            raise SparsebiasError(f"cannot write the bundle {self.path} ({name}): {exc.strerror or first_line(exc)}; "
+                                  "nothing was kept") from None
         return False
 
     def file(self, name: str) -> Path:
@@ -247,9 +275,10 @@ def update_bundle(bundle: Bundle, files: dict[str, bytes], manifest: dict) -> Bu
     """A new version of the bundle with `files` added or replaced and `manifest` keys set; atomic.
 
     Unchanged files are hard-linked (copied where links are not supported), so adding a
-    small mitigation file to a large model costs little.
+    small mitigation file to a large model costs little. Another process writing the same
+    bundle (a compress of that name) is refused.
     """
-    with BundleWriter(bundle.path) as writer:
+    with bundle_lock(bundle.path), BundleWriter(bundle.path) as writer:
         for name in bundle.manifest["files"]:
             if name not in files:
                 target = writer.file(name)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -17,17 +20,23 @@ class _Group(click.Group):
     """Turns a user error into one line on stderr and exit status 2, never a traceback."""
 
     def invoke(self, ctx):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, functools.partial(_terminated, os.getpid()))
         try:
             return super().invoke(ctx)
         except SparsebiasError as e:
             click.echo("error: " + " ".join(str(e).strip().splitlines()), err=True)
             sys.exit(EXIT_USER_ERROR)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             click.echo("interrupted; nothing half-written was kept (compress: rerun with --resume; "
                        "sweep: rerun the same command)", err=True)
-            sys.exit(130)
+            sys.exit(128 + (e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT))
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except OSError as e:  # a read-only or full disk, a folder where a file should be: name it
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or first_line(e)}; nothing half-written was kept", err=True)
+            sys.exit(EXIT_USER_ERROR)
         except Exception as e:
             # Exit 1 means "the gate failed" or "predict skipped images"; a crash must never read as either.
             if os.environ.get("SPARSEBIAS_DEBUG"):
@@ -35,6 +44,16 @@ class _Group(click.Group):
             click.echo(f"error: unexpected {type(e).__name__}: {first_line(e)} (a sparsebias bug, or input it "
                        "failed to check: please report it; SPARSEBIAS_DEBUG=1 shows the traceback)", err=True)
             sys.exit(EXIT_USER_ERROR)
+
+
+def _terminated(main_pid, signum, frame):
+    """SIGTERM (a scheduler's pre-emption, `kill`) unwinds like Ctrl-C: staged files are removed,
+    and an interrupted compress resumes from its last completed epoch. Forked workers (image
+    decoding) die as they would have: their pool's parent cleans up."""
+    if os.getpid() != main_pid:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    raise KeyboardInterrupt(signum)
 
 
 TRUSTED_KEY = click.option(

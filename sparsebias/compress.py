@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import shutil
@@ -14,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .bundle import Bundle, BundleWriter, ensure_replaceable, load_bundle
+from .bundle import Bundle, BundleWriter, bundle_lock, ensure_replaceable, load_bundle
 from .checkpoint import save_checkpoint, state_dict_from
 from .data import DEFAULT_IDENTITIES, open_data
 from .data.celeba import SPLITS
@@ -58,8 +59,10 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     device = resolve_device(device, ranks.local_rank)
     ranks.start(device)
     try:
-        return _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, from_path, seed, resume,
-                         started, echo)
+        # one process at a time trains a bundle name: they would share its checkpoints and its folder
+        with bundle_lock(out_dir / name) if ranks.main else contextlib.nullcontext():
+            return _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, from_path, seed,
+                             resume, started, echo)
     finally:
         ranks.stop()
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import SparsebiasError
+from ..errors import SparsebiasError, first_line
 from . import cache_dir
 from .celeba import FaceAttributes
 from .parallel import build_lock, run_chunks
@@ -27,15 +28,25 @@ from .parallel import build_lock, run_chunks
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 DECODE_CHUNK = 256
+MAX_PIXELS = 50_000_000   # 40x a CelebA original; a face photograph never needs more
 
 
 def load_image(path, size: int) -> np.ndarray:
-    """RGB, shorter side resized to `size`, centre-cropped: (3, size, size) uint8."""
+    """RGB, shorter side resized to `size`, centre-cropped: (3, size, size) uint8.
+
+    The header's size is checked before any pixel is decoded: a small file that claims
+    a huge image (a decompression bomb) is refused instead of filling memory."""
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():   # PIL's own warning on opening a large image: the check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            if img.width * img.height > MAX_PIXELS:
+                raise SparsebiasError(f"cannot read image {path}: {img.width}x{img.height} pixels is more than "
+                                      f"{MAX_PIXELS:,} (a decompression bomb?)")
             img = img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise SparsebiasError(f"cannot read image {path}: {e}") from None
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
+        raise SparsebiasError(f"cannot read image {path}: {first_line(e)}") from None
     w, h = img.size
     if (w, h) != (size, size):
         scale = size / min(w, h)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..replay import describe_logits_source
-from .files import markdown_table, save_figure, write_atomic, write_json
+from .files import markdown_table, save_figure, write_atomic, write_json, written_together
 
 VIEW_LABELS = {"default": "p > 0.5", "calibrated": "calibrated thresholds", "overridden": "with overrides",
                "mitigated": "as deployed (bundle's thresholds and overrides)"}
@@ -213,8 +213,9 @@ def write_audit_report(report: dict, out_dir: Path) -> list[Path]:
     return write_report(report, out_dir, figures(report), sections)
 
 
+@written_together
 def write_report(report: dict, out_dir: Path, figs: dict, make_sections) -> list[Path]:
-    """Plots, report.json, report.md and report.html into out_dir; each file written atomically."""
+    """Plots, report.json, report.md and report.html into out_dir, all or none."""
     out_dir = Path(out_dir)
     images = {}
     written = []

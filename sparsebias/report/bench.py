@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import markdown_table, save_figure, write_atomic, write_json
+from .files import markdown_table, save_figure, write_atomic, write_json, written_together
 
 
 def results_table(report: dict) -> str:
@@ -80,6 +80,7 @@ def plot_throughput(report: dict):
     return fig
 
 
+@written_together
 def write_bench_report(report: dict, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     return [write_json(out_dir / "bench.json", report),

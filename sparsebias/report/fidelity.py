@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import markdown_table, save_figure, write_atomic, write_json
+from .files import markdown_table, save_figure, write_atomic, write_json, written_together
 
 
 def fidelity_markdown(result: dict) -> str:
@@ -95,6 +95,7 @@ def fidelity_figure(result: dict):
     return fig
 
 
+@written_together
 def write_fidelity(result: dict, out_dir) -> list[Path]:
     out_dir = Path(out_dir)
     return [write_json(out_dir / "fidelity.json", result),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .audit import Section, logits_lines, write_report
-from .files import markdown_table, save_figure, write_atomic, write_json
+from .files import markdown_table, save_figure, write_atomic, write_json, written_together
 
 
 def _pct(x, digits=1):
@@ -199,6 +199,7 @@ def comparison_figure(study: dict):
     return fig
 
 
+@written_together
 def write_comparison_report(study: dict, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     return [save_figure(comparison_figure(study), out_dir / "comparison.png"),

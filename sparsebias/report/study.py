@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import markdown_table, save_figure, write_atomic, write_json
+from .files import markdown_table, save_figure, write_atomic, write_json, written_together
 
 LABEL = {"dense": "Dense", "99_5": "99.5", "nm_2_4": "2:4", "nm_1_4": "1:4", "nm_1_8": "1:8"}
 SYSTEMATIC = [("tcb", "Threshold calibration bias"), ("ece", "Expected calibration error"),
@@ -399,10 +399,14 @@ def figures(study: dict) -> dict:
 
 
 def write_study_report(study: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
     if study.get("kind") == "groups":
         from .groups import write_comparison_report
         return write_comparison_report(study, out_dir)
+    return _write_ladder_report(study, out_dir)
+
+
+@written_together
+def _write_ladder_report(study: dict, out_dir: Path) -> list[Path]:
     found = findings(study)
     written = [save_figure(fig, out_dir / f"{name}.png") for name, fig in figures(study).items()]
     written.append(write_json(out_dir / "study.json", {**study, "findings": found}))
