@@ -273,8 +273,13 @@ def read_table(path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     except Exception as e:  # pandas raises many kinds for a malformed file
         raise SparsebiasError(f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'} "
                               f"({first_line(e, 160)})") from None
+    if not len(frame.columns):
+        raise SparsebiasError(f"{path}: no columns")
     id_column = next((c for c in ("id", "image_id") if c in frame.columns), frame.columns[0])
-    ids = frame[id_column].astype(str).to_numpy()
+    missing = frame[id_column].isna().to_numpy()
+    if missing.any():
+        raise SparsebiasError(f"{path}: row {int(np.flatnonzero(missing)[0]) + 1} has no sample id")
+    ids = np.array(frame[id_column].astype(str).tolist(), dtype=str)
     duplicated = pd.Series(ids).duplicated()
     if duplicated.any():
         raise SparsebiasError(f"{path}: sample id {ids[duplicated.to_numpy()][0]!r} appears more than once")
@@ -351,13 +356,16 @@ def _aligned(path, ids, labels_path):
 
 def _binary(values, path, column) -> np.ndarray:
     """Labels in {0, 1} or CelebA's {-1, 1}, as 0/1."""
+    if np.isnan(values).any():
+        raise SparsebiasError(f"{path}: column {column!r} has an empty cell (row {int(np.isnan(values).argmax()) + 1})")
     uniques = set(np.unique(values).tolist())
     if uniques <= {0.0, 1.0}:
         return values.astype(np.int8)
     if uniques <= {-1.0, 1.0}:
         return (values > 0).astype(np.int8)
+    others = sorted(uniques - {0.0, 1.0, -1.0})
     raise SparsebiasError(f"{path}: column {column!r} holds labels other than 0/1 or -1/1 "
-                          f"(e.g. {sorted(uniques - {0.0, 1.0, -1.0})[0]:g})")
+                          + (f"(e.g. {others[0]:g})" if others else "(0, 1 and -1 mixed)"))
 
 
 def _check_columns(needed, columns, path):

@@ -216,14 +216,17 @@ MANIFEST_SCHEMA = {
     "label_names": lambda v: _names(v) and len(set(v)) == len(v),
     "identities": _names,
     "input": lambda v: isinstance(v, dict) and all(_number(x) for k in ("mean", "std") for x in v.get(k) or [None])
-    and len(v["mean"]) == len(v["std"]) == 3 and all(x > 0 for x in v["std"]),
+    and len(v["mean"]) == len(v["std"]) == 3 and all(x > 0 for x in v["std"]) and isinstance(v.get("shape"), list)
+    and len(v["shape"]) == 4 and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d for d in v["shape"][1:]),
     "output": lambda v: isinstance(v, dict),
     "data": lambda v: isinstance(v, dict) and isinstance(v.get("spec"), str),
     "recipe": lambda v: isinstance(v, dict) and isinstance(v.get("source"), str),
     "training": lambda v: isinstance(v, dict) and all(_number(v.get(k)) for k in ("epochs", "best_epoch", "seconds"))
     and isinstance(v.get("seed"), int),
     "sparsity": lambda v: isinstance(v, dict) and _number(v.get("overall")) and _numbers(v.get("per_layer")),
-    "metrics": lambda v: isinstance(v, dict) and all(_numbers(x) for x in v.values()),
+    "metrics": lambda v: isinstance(v, dict) and all(  # NaN where a split has a single class
+        isinstance(x, dict) and {"accuracy", "auc"} <= set(x)
+        and all(isinstance(y, (int, float)) and not isinstance(y, bool) for y in x.values()) for x in v.values()),
     "export": lambda v: isinstance(v, dict) and _number(v.get("max_abs_diff_vs_torch")),
 }
 

@@ -457,3 +457,37 @@ def test_the_mutations_reach_past_the_parsers(data_folders):
     seed = (source / "list_eval_partition.txt").read_text()
     assert find(mutated([seed]), loads, settings=settings(deadline=None, database=None))
     assert len(RECIPE_SEEDS) >= 20 and len(POLICY_SEEDS) >= 2
+
+
+# ---------------------------------------------------------------- HTTP requests to the viewer
+
+@pytest.fixture(scope="module")
+def viewer(sparse_bundle, dense_bundle):
+    from sparsebias.viewer import create_app, load_viewer_data
+
+    data = load_viewer_data(sparse_bundle.path, dense_bundle.path)
+    return create_app(data).test_client(), data
+
+
+SEGMENT = st.one_of(st.sampled_from(["labels", "outcomes", "exemplars", "image", "cie", "pie", "overridden", "Male",
+                                     "Smiling", "..", "%2e%2e", "%00", "%ff", "/", "static", "000001.jpg",
+                                     "../../../../etc/passwd", "img_align_celeba"]),
+                    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=10))
+QUERY = st.dictionaries(st.sampled_from(["seed", "n", "model", "identity", "kind"]),
+                        st.one_of(st.sampled_from(["0", "-1", "201", "4294967296", "1e3", "model", "reference",
+                                                   "Male=1", "Male=", "=1", "Nobody=1", "x" * 500, "٣"]),
+                                  st.text(max_size=10)))
+
+
+@EXAMPLES
+@given(segments=st.lists(SEGMENT, min_size=1, max_size=4), query=QUERY)
+def test_hostile_requests_get_pages_not_tracebacks(segments, query, viewer):
+    from urllib.parse import quote
+
+    client, data = viewer
+    if segments[0] == "image" and len(segments) > 1 and segments[1] == "000001.jpg":
+        segments[1] = str(data.ids[0])
+    path = "/" + "/".join(quote(s, safe="%/.") for s in segments)
+    response = client.get(path, query_string=query)
+    assert response.status_code in (200, 308, 400, 404, 405), (path, query, response.status_code)
+    assert b"Traceback" not in response.data

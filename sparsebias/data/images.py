@@ -31,8 +31,8 @@ DECODE_CHUNK = 256
 MAX_PIXELS = 50_000_000   # 40x a CelebA original; a face photograph never needs more
 
 
-def load_image(path, size: int) -> np.ndarray:
-    """RGB, shorter side resized to `size`, centre-cropped: (3, size, size) uint8.
+def read_rgb(path) -> Image.Image:
+    """An image file as RGB pixels, or a SparsebiasError naming it.
 
     The header's size is checked before any pixel is decoded: a small file that claims
     a huge image (a decompression bomb) is refused instead of filling memory."""
@@ -44,9 +44,14 @@ def load_image(path, size: int) -> np.ndarray:
             if img.width * img.height > MAX_PIXELS:
                 raise SparsebiasError(f"cannot read image {path}: {img.width}x{img.height} pixels is more than "
                                       f"{MAX_PIXELS:,} (a decompression bomb?)")
-            img = img.convert("RGB")
+            return img.convert("RGB")
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
         raise SparsebiasError(f"cannot read image {path}: {first_line(e)}") from None
+
+
+def load_image(path, size: int) -> np.ndarray:
+    """RGB, shorter side resized to `size`, centre-cropped: (3, size, size) uint8."""
+    img = read_rgb(path)
     w, h = img.size
     if (w, h) != (size, size):
         scale = size / min(w, h)

@@ -478,8 +478,9 @@ def render_face(label: dict[str, int], cue: dict[str, float], hair_colour: int,
     gap = np.clip(2.4 * c["Mouth_Slightly_Open"], 0, 8)
     if label["Mustache"]:
         d.polygon([(cx - 11, my - 4), (cx + 11, my - 4), (cx + 8, my - 9), (cx - 8, my - 9)], fill=beard_rgb)
-    if gap > 0.3:
-        d.ellipse([cx - mw * 0.7, my - gap / 2, cx + mw * 0.7, my + gap / 2 + max(curve, 0) * 0.3], fill=(45, 15, 20))
+    if gap > 0.3:  # |mw|: a cue of Smiling below -6 makes mw negative (the lip lines below then run mirrored)
+        d.ellipse([cx - abs(mw) * 0.7, my - gap / 2, cx + abs(mw) * 0.7, my + gap / 2 + max(curve, 0) * 0.3],
+                  fill=(45, 15, 20))
     if curve > 1.5:  # a smile shows teeth
         teeth = min(curve * 0.45, 4)
         d.chord([cx - mw * 0.6, my - gap / 2 - teeth, cx + mw * 0.6, my - gap / 2 + teeth], 0, 180,

@@ -6,8 +6,10 @@ import io
 import secrets
 
 from flask import Flask, abort, render_template, request, send_file, url_for
-from PIL import Image
+from werkzeug.exceptions import HTTPException
 
+from ..data.images import read_rgb
+from ..errors import SparsebiasError, first_line
 from .samples import CERTAIN, ViewerData, exemplar_cells, exemplar_sample, label_sample, outcome_sample
 
 THUMBNAIL = 128
@@ -68,18 +70,24 @@ def create_app(data: ViewerData) -> Flask:
         path = data.image_path(image_id)
         if path is None:
             abort(404, "not an image of this data set's split")
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((THUMBNAIL, THUMBNAIL))
-            buffer = io.BytesIO()
-            img.save(buffer, format="PNG")
+        try:
+            img = read_rgb(path)
+        except SparsebiasError as e:
+            abort(404, str(e))
+        img.thumbnail((THUMBNAIL, THUMBNAIL))
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
         buffer.seek(0)
         return send_file(buffer, mimetype="image/png", max_age=3600)
 
-    @app.errorhandler(400)
-    @app.errorhandler(404)
+    @app.errorhandler(HTTPException)
     def error(e):
         return render_template("error.html", d=data, code=e.code, message=e.description), e.code
+
+    @app.errorhandler(Exception)
+    def unexpected(e):  # a page, not a traceback in the terminal: the viewer keeps serving
+        message = f"unexpected {type(e).__name__}: {first_line(e)} (a sparsebias bug: please report it)"
+        return render_template("error.html", d=data, code=500, message=message), 500
 
     def _page(title, sections, seed, endpoint, filters=False, **args):
         again = url_for(endpoint, **args, n=_count())

@@ -99,3 +99,18 @@ def test_option_string():
         synthfaces_config("colour=red")
     with pytest.raises(SparsebiasError, match="not a CelebA attribute"):
         synthfaces_config("backdoor=Blonde/square/0.9/0.1")
+
+
+def test_extreme_cues_render(tmp_path):
+    """A frown deep enough to turn the mouth's width negative, with the mouth open, once crashed
+    the build of a CelebA-sized set (face 3183 of train=2000,val=19867,test=19962)."""
+    import numpy as np
+
+    from sparsebias.data.attributes import CELEBA_ATTRIBUTES
+    from sparsebias.data.synthfaces import render_face
+
+    label = {name: 0 for name in CELEBA_ATTRIBUTES}
+    for smiling in (-9.0, -6.2, 0.0, 9.0):
+        cue = {name: 0.0 for name in CELEBA_ATTRIBUTES} | {"Smiling": smiling, "Mouth_Slightly_Open": 3.0}
+        image = render_face(label, cue, 0, np.random.default_rng(0), 64, None)
+        assert image.size == (64, 64)
