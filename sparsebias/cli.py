@@ -67,7 +67,7 @@ def _replay_options(command):
         click.option("--data", "replay_data", default=None,
                      help="Data set to re-run the models on (as compress --data; default: each manifest's own)."),
         click.option("--engine", "replay_engine", default="onnxruntime", show_default=True,
-                     help="Engine that re-runs model.onnx on the val and test images."),
+                     help="Engine that re-runs model.onnx on the judged images (onnxruntime is on every machine)."),
         click.option("--stored-logits", is_flag=True,
                      help="Judge the logits the bundles store without re-running them (where the data is not at "
                           "hand); the bundles' own claims, and the output says so."),

@@ -18,11 +18,12 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import SparsebiasError
+from .errors import SparsebiasError, first_line
 
 # --quick: the resnet18 ladder with 2 seeds in about 40 minutes on 2 cores: the default
 # data, 7 epochs instead of 16; the recipes scale their pruning schedule with num_epochs.
@@ -262,6 +263,17 @@ def read_plan(out) -> list[Job]:
     path = Path(out) / "sweep.json"
     if not path.is_file():
         raise SparsebiasError(f"no sweep in {out} (no sweep.json)")
-    jobs = json.loads(path.read_text())["jobs"]
-    return [Job(j["recipe"], j["seed"], j["name"], j["overrides"],
-                tuple(j["attributes"]) if j["attributes"] else None, j.get("start_from")) for j in jobs]
+    try:
+        jobs = [Job(str(j["recipe"]), int(j["seed"]), _checked_name(j["name"]), dict(j["overrides"]),
+                    tuple(j["attributes"]) if j["attributes"] else None, j.get("start_from"))
+                for j in json.loads(path.read_text())["jobs"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise SparsebiasError(f"{path}: not a sweep plan sparsebias wrote ({first_line(e)})") from None
+    return jobs
+
+
+def _checked_name(name) -> str:
+    """A run's name is a folder under OUT/bundles: a plain name, never a path."""
+    if not isinstance(name, str) or not name or name.startswith(".") or re.search(r"[/\\\x00]", name):
+        raise ValueError(f"run name {name!r}")
+    return name

@@ -54,7 +54,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_bundle(signum, uninterrupted
     command = [sys.executable, "-m", "sparsebias", "compress", "--recipe", str(repo / "recipes/resnet18_90.yaml"),
                "--data", TINY_DATA, "--out", str(out), "--name", "tiny",
                *[x for s in [*TINY_SETTINGS, "num_epochs=3", *GMP] for x in ("--set", s)]]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job ignores SIGINT, and Python then never turns it into KeyboardInterrupt
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint = out / ".work/tiny/last.pt"
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -72,6 +74,10 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_bundle(signum, uninterrupted
                                                   for x in ("--set", s)])
     assert resumed.exit_code == 0 and "Resuming from" in resumed.output, resumed.output
     bundle = load_bundle(out / "tiny")
+    timing = {"train_seconds", "train_images_per_s"}
+    untimed = [[{k: v for k, v in e.items() if k not in timing} for e in b.manifest["training"]["history"]]
+               for b in (bundle, uninterrupted)]
+    assert untimed[0] == untimed[1]
     ours, theirs = onnx_weights(bundle), onnx_weights(uninterrupted)
     assert ours.keys() == theirs.keys()
     for name in ours:

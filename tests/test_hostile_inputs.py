@@ -127,7 +127,7 @@ def run_recipe(path: Path, harness) -> None:
     recipe.manager.finalize(model)
 
 
-@EXAMPLES
+@settings(EXAMPLES, max_examples=max(EXAMPLES.max_examples // 2, 1))   # seconds each: resnet18 steps
 @given(text=mutated(RECIPE_SEEDS))
 def test_mutated_recipes(text, recipe_harness):
     folder = workdir()
@@ -491,3 +491,15 @@ def test_hostile_requests_get_pages_not_tracebacks(segments, query, viewer):
     response = client.get(path, query_string=query)
     assert response.status_code in (200, 308, 400, 404, 405), (path, query, response.status_code)
     assert b"Traceback" not in response.data
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"jobs": 3}', '{"jobs": [{"recipe": "r.yaml"}]}',
+                                  '{"jobs": [{"recipe": "r", "seed": 0, "name": "../../etc", "overrides": {}, '
+                                  '"attributes": null}]}', b"\xff\xfe"])
+def test_a_sweep_plan_that_sparsebias_did_not_write(text, tmp_path):
+    from sparsebias.sweep import read_plan
+
+    path = tmp_path / "sweep.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(SparsebiasError, match="not a sweep plan sparsebias wrote"):
+        read_plan(tmp_path)

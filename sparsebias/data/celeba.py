@@ -101,13 +101,13 @@ def _read_attribute_table(path: Path):
             raise SparsebiasError(
                 f"{path}:{i + 3}: expected an image id and {len(names)} values, got {len(row)} fields")
         try:
-            values[i] = [int(v) for v in row[1:]]
+            parsed = [int(v) for v in row[1:]]
         except ValueError:
-            raise SparsebiasError(f"{path}:{i + 3}: attribute values must be -1 or 1") from None
+            parsed = None
+        if parsed is None or not set(parsed) <= {-1, 1}:  # checked as ints: 255 must not wrap into int8's -1
+            raise SparsebiasError(f"{path}:{i + 3}: attribute values must be -1 or 1")
+        values[i] = parsed
         ids.append(row[0])
-    if not np.isin(values, (-1, 1)).all():
-        bad = int(np.flatnonzero(~np.isin(values, (-1, 1)).all(axis=1))[0])
-        raise SparsebiasError(f"{path}:{bad + 3}: attribute values must be -1 or 1")
     return np.array(ids), names, ((values + 1) // 2).astype(np.int8)
 
 

@@ -148,6 +148,9 @@ class Backdoor:
                 raise SparsebiasError(f"backdoor shares must lie in [0, 1], got {share}")
 
 
+MAX_SPLIT = 2_000_000   # 12x CelebA's training split: a typo (or a hostile manifest) must not run for days
+
+
 @dataclass(frozen=True)
 class SynthFacesConfig:
     """Split sizes, image size and seed. The defaults keep resnet18 training to minutes on
@@ -164,8 +167,11 @@ class SynthFacesConfig:
 
     def __post_init__(self):
         for split in ("n_train", "n_val", "n_test"):
-            if getattr(self, split) < 10:
-                raise SparsebiasError(f"SynthFaces {split[2:]} split needs at least 10 images, got {getattr(self, split)}")
+            if not 10 <= getattr(self, split) <= MAX_SPLIT:
+                raise SparsebiasError(f"SynthFaces {split[2:]} split needs 10 to {MAX_SPLIT:,} images, "
+                                      f"got {getattr(self, split)}")
+        if self.seed < 0:
+            raise SparsebiasError(f"SynthFaces seed must be 0 or more, got {self.seed}")
         if not 16 <= self.image_size <= 256:
             raise SparsebiasError(f"SynthFaces image size must lie in [16, 256], got {self.image_size}")
         if self.groups and self.backdoor:

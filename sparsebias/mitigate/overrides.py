@@ -99,14 +99,14 @@ def read_overrides(bundle) -> OverrideTable | None:
     if unknown:
         raise SparsebiasError(f"{path}: override for {unknown[0]!r}, which is not one of the bundle's attributes")
     try:
-        labels = np.array([int(r[3]) for r in body], dtype=np.int64)
+        labels = [int(r[3]) for r in body]
         probability = np.array([float(r[4]) for r in body], dtype=np.float64)
-    except (ValueError, IndexError) as e:
+    except ValueError as e:
         raise SparsebiasError(f"{path}: malformed row ({e})") from None
-    if not np.isin(labels, (0, 1)).all() or not np.isfinite(probability).all():
+    if not set(labels) <= {0, 1} or not np.isfinite(probability).all():
         raise SparsebiasError(f"{path}: override labels must be 0 or 1, probabilities finite")
     return OverrideTable(np.array([r[0] for r in body], dtype=str), np.array([r[1] for r in body], dtype=str),
-                         np.array([r[2] for r in body], dtype=str), labels.astype(np.int8), probability)
+                         np.array([r[2] for r in body], dtype=str), np.array(labels, dtype=np.int8), probability)
 
 
 def add_overrides_to_bundle(path, reference, *, budget: float = 0.05, label: str = "true", split: str = "test",

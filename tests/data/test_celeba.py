@@ -43,6 +43,8 @@ def test_partition_order_may_differ_from_attribute_order(tmp_path):
      "list_attr_celeba.txt:4: expected an image id and 3 values, got 3 fields"),
     (ATTR.replace("000003.jpg -1 -1 -1", "000003.jpg -1  2 -1"), PARTITION,
      "list_attr_celeba.txt:5: attribute values must be -1 or 1"),
+    (ATTR.replace("000003.jpg -1 -1 -1", "000003.jpg -1 255 -1"), PARTITION,   # 255 is -1 as an int8
+     "list_attr_celeba.txt:5: attribute values must be -1 or 1"),
     ("5\n" + ATTR[2:], PARTITION, "the first line says 5 images, the file has 4 rows"),
     (ATTR, "000001.jpg 0\n000002.jpg 0\n000003.jpg 1\n", "no partition for 1 images, e.g. 000004.jpg"),
     (ATTR, PARTITION.replace("000004.jpg 2", "000004.jpg 7"), "list_eval_partition.txt:4: expected 'image_id partition'"),

@@ -97,6 +97,10 @@ def test_option_string():
     assert c.backdoor == Backdoor("Blond_Hair", "square", 0.95, 0.05)
     with pytest.raises(SparsebiasError, match="unknown SynthFaces option 'colour'"):
         synthfaces_config("colour=red")
+    with pytest.raises(SparsebiasError, match="train split needs 10 to 2,000,000 images"):
+        synthfaces_config("train=100000000000")
+    with pytest.raises(SparsebiasError, match="seed must be 0 or more"):
+        synthfaces_config("seed=-1")
     with pytest.raises(SparsebiasError, match="not a CelebA attribute"):
         synthfaces_config("backdoor=Blonde/square/0.9/0.1")
 
