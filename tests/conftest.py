@@ -52,6 +52,23 @@ def tiny_compress(recipe, out_dir, *, name="tiny", epochs=2, extra=(), echo=lamb
                     echo=echo, **kwargs)
 
 
+def cli(*args):
+    """A sparsebias command, in process."""
+    from click.testing import CliRunner
+
+    from sparsebias.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def refused(result, message):
+    """A user error as the CLI must give it: exit 2, one `error:` line holding `message`, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], result.output
+
+
 @pytest.fixture(scope="session")
 def dense_bundle(tmp_path_factory, repo):
     """A tiny dense resnet18 bundle, trained once for the whole session."""

@@ -11,26 +11,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from onnx import numpy_helper
 from PIL import Image
 
-from conftest import TINY_DATA, TINY_SETTINGS, tiny_compress
+from conftest import TINY_DATA, TINY_SETTINGS, cli, refused, tiny_compress
 from sparsebias.bundle import bundle_lock, load_bundle
-from sparsebias.cli import main
 
 GMP = ["pruning_start_epoch=0", "pruning_end_epoch=2"]
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, message):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and message in errors[0], result.output
 
 
 def hidden_leftovers(folder: Path) -> list[str]:
@@ -89,13 +76,13 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_bundle(signum, uninterrupted
 
 def test_a_bundle_name_being_written_is_refused_to_a_second_writer(dense_bundle, repo, tmp_path):
     with bundle_lock(tmp_path / "tiny"):   # as a compress of that name holds it
-        one_line_error(cli("compress", "--recipe", repo / "recipes/resnet18_dense.yaml", "--data", TINY_DATA,
+        refused(cli("compress", "--recipe", repo / "recipes/resnet18_dense.yaml", "--data", TINY_DATA,
                            "--out", tmp_path, "--name", "tiny", "--set", "image_size=32"),
                        "is being written by another process")
     assert not (tmp_path / "tiny").exists() and not (tmp_path / ".work").exists()
     assert not (tmp_path / ".tiny.lock").exists(), "a lock file goes with its lock"
     with bundle_lock(dense_bundle.path):
-        one_line_error(cli("calibrate", dense_bundle.path), "is being written by another process")
+        refused(cli("calibrate", dense_bundle.path), "is being written by another process")
     assert "thresholds.json" not in dense_bundle.manifest["files"]
 
 
@@ -111,7 +98,7 @@ def test_a_full_disk_while_writing_the_bundle_leaves_nothing(repo, tmp_path, mon
     out = tmp_path / "out"
     result = cli("compress", "--recipe", repo / "recipes/resnet18_dense.yaml", "--data", TINY_DATA, "--out", out,
                  "--name", "tiny", "--set", "image_size=32", "--set", "num_epochs=1")
-    one_line_error(result, f"cannot write the bundle {out / 'tiny'} (test.npz): No space left on device")
+    refused(result, f"cannot write the bundle {out / 'tiny'} (test.npz): No space left on device")
     assert not (out / "tiny").exists() and hidden_leftovers(out) == []
 
 
@@ -129,13 +116,13 @@ def test_a_full_disk_while_writing_a_report_leaves_none_of_it(dense_bundle, tmp_
 
     monkeypatch.setattr(files.Path, "write_bytes", full_after_two_files)
     result = cli("audit", dense_bundle.path, "--reference", dense_bundle.path, "--out", tmp_path / "audit")
-    one_line_error(result, "No space left on device")
+    refused(result, "No space left on device")
     assert not (tmp_path / "audit").exists() and hidden_leftovers(tmp_path) == []
 
 
 def test_an_output_folder_that_cannot_be_made_fails_in_one_line(dense_bundle, tmp_path):
     (tmp_path / "a_file").write_text("in the way")
-    one_line_error(cli("audit", dense_bundle.path, "--reference", dense_bundle.path,
+    refused(cli("audit", dense_bundle.path, "--reference", dense_bundle.path,
                        "--out", tmp_path / "a_file/audit"), "a_file")
 
 
@@ -143,7 +130,7 @@ def test_an_output_folder_that_cannot_be_made_fails_in_one_line(dense_bundle, tm
 def test_a_read_only_output_folder_fails_before_training(repo, tmp_path):
     out = tmp_path / "read-only"
     out.mkdir(mode=0o555)
-    one_line_error(cli("compress", "--recipe", repo / "recipes/resnet18_dense.yaml", "--data", TINY_DATA,
+    refused(cli("compress", "--recipe", repo / "recipes/resnet18_dense.yaml", "--data", TINY_DATA,
                        "--out", out, "--set", "image_size=32"), "Permission denied")
 
 

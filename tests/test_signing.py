@@ -7,21 +7,9 @@ import stat
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from conftest import cli, refused
 from sparsebias.bundle import load_bundle
-from sparsebias.cli import main
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def refused(result, message):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and message in errors[0], result.output
 
 
 @pytest.fixture
