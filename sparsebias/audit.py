@@ -213,12 +213,10 @@ def inputs_from_bundles(bundle, reference, split: str = "test", identities=None,
     if missing:
         raise SparsebiasError(f"reference {reference.path} does not predict {missing[0]!r}")
     ev, ev_ref = _split_with_logits(bundle, split), _split_with_logits(reference, split)
-    if not np.array_equal(ev["ids"], ev_ref["ids"]):
-        raise SparsebiasError(f"the {split} sample ids of {bundle.path} and {reference.path} differ: "
-                              "audit models on the same data set and split")
+    train = bundle.split("train")
+    same_data(bundle, reference, {split: (ev, ev_ref), "train": (train, reference.split("train"))})
     label_names = list(bundle.manifest["label_names"])
     identities = list(identities or bundle.manifest["identities"])
-    train = bundle.split("train")
     _check_identities(identities, label_names + (["backdoor"] if "backdoor" in ev else []), f"{bundle.path}")
     ref_cols = [reference.attributes.index(x) for x in attributes]
 
@@ -233,6 +231,21 @@ def inputs_from_bundles(bundle, reference, split: str = "test", identities=None,
         model=_bundle_outputs(bundle, ev["logits"], list(range(len(attributes))), with_overrides=True),
         reference=_bundle_outputs(reference, ev_ref["logits"], ref_cols, with_overrides=False),
         split=split, intersect=_intersect(intersect, identities))
+
+
+def same_data(bundle, reference, splits: dict) -> None:
+    """Both models must have been audited on one data set: the same ids and labels, split by split.
+    (The reference is the user's; a bundle that brings labels of its own is refused here.)"""
+    if list(bundle.manifest["label_names"]) != list(reference.manifest["label_names"]):
+        raise SparsebiasError(f"{bundle.path} and {reference.path} have different label names: audit models "
+                              "trained on the same data set")
+    for name, (ours, theirs) in splits.items():
+        if not np.array_equal(ours["ids"], theirs["ids"]):
+            raise SparsebiasError(f"the {name} sample ids of {bundle.path} and {reference.path} differ: "
+                                  "audit models on the same data set and split")
+        if not np.array_equal(ours["labels"], theirs["labels"]):
+            raise SparsebiasError(f"the {name} labels of {bundle.path} and {reference.path} differ: "
+                                  "audit models on the same data set and split")
 
 
 def _split_with_logits(bundle, split):

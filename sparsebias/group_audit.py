@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import SparsebiasError
 from .metrics import class_balanced_entropy, group_metrics, macro_scores, scores_by_class_size
+from .audit import same_data
 from .replay import logits_source
 from .tasks import Outputs
 
@@ -89,9 +90,7 @@ def group_inputs_from_bundles(bundle, reference, split: str = "test", sensitive=
     ev, ev_ref = bundle.split(split), reference.split(split)
     if "logits" not in ev or "logits" not in ev_ref:
         raise SparsebiasError(f"no logits for the {split!r} split (val and test have them)")
-    if not np.array_equal(ev["ids"], ev_ref["ids"]):
-        raise SparsebiasError(f"the {split} sample ids of {bundle.path} and {reference.path} differ: "
-                              "audit models on the same data set and split")
+    same_data(bundle, reference, {split: (ev, ev_ref)})
     names = list(bundle.manifest["label_names"])
     label_classes = bundle.manifest["label_classes"]
     sensitive = list(sensitive or bundle.manifest["identities"])

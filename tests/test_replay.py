@@ -162,3 +162,31 @@ def test_group_bundles_are_re_run_too(group_bundles, tmp_path):
     report = json.loads((tmp_path / "groups/report.json").read_text())
     assert report["models"]["compressed"]["logits"]["source"] == "re-run"
     assert report["models"]["compressed"]["logits"]["max_abs_diff"]["test"] < 1e-3
+
+
+def test_a_bundle_that_brings_its_own_labels_is_refused(copy, dense_bundle, policy, tmp_path):
+    """Data of the shipper's own, labelled to suit the model: consistent with itself, not with the reference."""
+    from conftest import TINY_DATA
+    from sparsebias.data import open_data
+
+    source = open_data(TINY_DATA, echo=lambda *a, **k: None).root
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "img_align_celeba").symlink_to(source / "img_align_celeba")
+    (forged / "list_eval_partition.txt").write_text((source / "list_eval_partition.txt").read_text())
+    lines = (source / "list_attr_celeba.txt").read_text().splitlines()
+    test_ids = set(load_bundle(copy).split("test")["ids"].tolist())
+    for i, line in enumerate(lines[2:], 2):
+        name, *values = line.split()
+        if name in test_ids:   # the first attribute made to say what the model says, here: always 1
+            lines[i] = " ".join([name, "1", *values[1:]])
+    (forged / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    labels = load_bundle(copy).split("test")["labels"].copy()
+    labels[:, 0] = 1
+    set_split(copy, "test", labels=labels)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["data"]["spec"] = f"celeba:{forged}"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    rehash(copy)
+    assert replay_bundle(load_bundle(copy), splits=("test",), echo=lambda *a: None)  # consistent with its own data
+    refused(gate(copy, dense_bundle, policy), "the test labels of")
