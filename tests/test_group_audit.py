@@ -147,7 +147,7 @@ class EditedSplit:
 def test_degenerate_groups_are_refused(group_bundles, column, value, message):
     dense, fair = group_bundles
     with pytest.raises(SparsebiasError, match=message):
-        group_inputs_from_bundles(EditedSplit(fair, column, value), dense)
+        group_inputs_from_bundles(EditedSplit(fair, column, value), EditedSplit(dense, column, value))
 
 
 def test_attribute_commands_refuse_group_bundles(group_bundles, dense_bundle, tmp_path):
