@@ -172,11 +172,9 @@ def info(bundle, layers, trusted_keys):
       sparsebias info exported/resnet18_99 --layers
       sparsebias info exported/resnet18_99 --trusted-key keys/release.pub
     """
-    from .bundle import load_bundle
     from .signing import is_signed
 
-    _require_signatures([bundle], trusted_keys)
-    loaded = load_bundle(bundle)
+    loaded, = _loaded([bundle], trusted_keys)
     click.echo(_summary(loaded, per_layer=layers))
     if not trusted_keys:
         click.echo("signature    " + ("present (not checked: give --trusted-key)" if is_signed(loaded) else "none"))
@@ -289,7 +287,7 @@ def predict(bundle, paths, engine, batch_size, cores, out_file, trusted_keys):
     from .predict import predict as run, predictions_csv
     from .report.files import write_atomic
 
-    _require_signatures([bundle], trusted_keys)
+    _loaded([bundle], trusted_keys)   # refused here, before any image is read
 
     with tqdm(total=0, unit="img", leave=False, disable=out_file == "-") as bar:
         def progress(done, total):
@@ -362,7 +360,7 @@ def audit(bundle, reference, split, identities, intersect, reference_group, labe
             raise SparsebiasError("--reference: the dense bundle to audit against is required")
         if any(files.values()):
             raise SparsebiasError("give either a bundle or --labels/--logits files, not both")
-        judged, judged_reference = _judged([bundle, reference], replay_data, replay_engine, stored_logits)
+        judged, judged_reference = _judged(_loaded([bundle, reference]), replay_data, replay_engine, stored_logits)
         if not Outputs.from_manifest(judged.manifest).binary:
             return _group_audit(judged, judged_reference, split, names, reference_group, out_dir)
         inputs = inputs_from_bundles(judged, judged_reference, split=split, identities=names, intersect=pair)
@@ -467,9 +465,8 @@ def gate(bundle, policy, reference, trusted_keys, replay_data, replay_engine, st
     reference = reference or rules.reference
     if not reference:
         raise SparsebiasError(f"no reference: give --reference or set 'reference:' in {policy}")
-    _require_signatures([bundle, reference], trusted_keys)
     # the gate judges one split at p > 0.5 or as deployed; validation logits are not used
-    judged = _judged([bundle, reference], replay_data, replay_engine, stored_logits, splits=(rules.split,))
+    judged = _judged(_loaded([bundle, reference], trusted_keys), replay_data, replay_engine, stored_logits, splits=(rules.split,))
     report = run(inputs_from_bundles(*judged, split=rules.split, identities=rules.identities))
     outcomes = evaluate(report, rules)
     rows = [[o.rule.describe(), o.identity or "-", _num(o.value), _num(o.reference) if o.reference is not None
@@ -577,14 +574,12 @@ def view(bundle, reference, data, split, host, port):
     serve(viewer_data, host=host, port=port, echo=click.echo)
 
 
-def _judged(paths, data, engine, stored_logits, splits=("val", "test")) -> list:
-    """The bundles at `paths`, verified, and each re-run on `splits` of its data unless --stored-logits."""
+def _judged(bundles, data, engine, stored_logits, splits=("val", "test")) -> list:
+    """The bundles, each re-run on `splits` of its data unless --stored-logits."""
     from tqdm import tqdm
 
-    from .bundle import load_bundle
     from .replay import replay_bundle
 
-    bundles = [load_bundle(p) for p in paths]
     if stored_logits:
         click.echo("warning: --stored-logits: judging the logits the bundles claim, not what their models compute",
                    err=True)
@@ -601,15 +596,17 @@ def _judged(paths, data, engine, stored_logits, splits=("val", "test")) -> list:
     return judged
 
 
-def _require_signatures(bundles, trusted_keys) -> None:
-    """With trusted keys, every bundle must carry a signature one of them verifies."""
-    if not trusted_keys:
-        return
+def _loaded(paths, trusted_keys=()) -> list:
+    """The bundles at `paths`, verified once; with trusted keys each must carry a signature one of them verifies."""
+    from .bundle import load_bundle
     from .signing import verify_bundle
 
-    for path in bundles:
-        verify_bundle(path, trusted_keys)
+    if not trusted_keys:
+        return [load_bundle(path) for path in paths]
+    bundles = [verify_bundle(path, trusted_keys) for path in paths]
+    for path in paths:
         click.echo(f"signature of {path}: verified", err=True)
+    return bundles
 
 
 def _signed(bundle) -> bool:

@@ -5,7 +5,7 @@ class SparsebiasError(Exception):
     """A problem with what the user gave us; the CLI prints it as one line and exits 2."""
 
 
-def first_line(error: Exception, limit: int = 200) -> str:
+def first_line(error: Exception | str, limit: int = 200) -> str:
     """The first line of an exception's message (its type where it has none), for one-line errors."""
     text = str(error).strip()
     return text.splitlines()[0][:limit] if text else type(error).__name__
@@ -15,6 +15,4 @@ def yaml_error(path, error: Exception, line_offset: int = 0) -> SparsebiasError:
     """A YAML parse error as one line: file, line (where the parser knows it) and the problem."""
     mark = getattr(error, "problem_mark", None)
     where = f"{path}:{mark.line + 1 + line_offset}" if mark else str(path)
-    problem = getattr(error, "problem", None) or error
-    return SparsebiasError(f"{where}: YAML error: {first_line(problem) if isinstance(problem, Exception) else problem}"
-                           .splitlines()[0])
+    return SparsebiasError(f"{where}: YAML error: {first_line(getattr(error, 'problem', None) or error)}")

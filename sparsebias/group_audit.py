@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audit import same_data
 from .errors import SparsebiasError
 from .metrics import class_balanced_entropy, group_metrics, macro_scores, scores_by_class_size
-from .audit import same_data
 from .replay import logits_source
 from .tasks import Outputs
 
