@@ -52,10 +52,13 @@ browser:
 run: setup
 	$(BIN)/sparsebias compress --recipe recipes/resnet18_99.yaml
 
+# lint-imports: the layering in pyproject.toml (a stage imports only the stages below it)
 test: setup browser
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -m "not slow"
 
 test-current: setup-current browser
+	$(VENV_CURRENT)/bin/lint-imports --no-cache
 	$(VENV_CURRENT)/bin/pytest -m "not slow"
 
 test-all: setup browser

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sparsebias.audit import AuditInputs, ModelOutputs, audit, inputs_from_files
-from sparsebias.bench import machine
-from sparsebias.data.attributes import CELEBA_ATTRIBUTES
+from sparsebias.auditing import AuditInputs, ModelOutputs, audit, inputs_from_files
+from sparsebias.core import write_atomic, write_json
+from sparsebias.core.files import markdown_table
+from sparsebias.data import CELEBA_ATTRIBUTES
+from sparsebias.engines.benchmark import machine
 from sparsebias.metrics import training_rates
-from sparsebias.report.files import markdown_table, write_atomic, write_json
 
 IDENTITIES = ["Male", "Young", "Chubby", "Pale_Skin"]
 

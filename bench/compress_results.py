@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsebias.bench import machine
 from sparsebias.bundle import load_bundle
+from sparsebias.engines.benchmark import machine
 from sparsebias.metrics import accuracy_score, decisions, roc_auc_score
 
 

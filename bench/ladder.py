@@ -30,14 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparsebias.bench import Settings, machine, profile_deepsparse, run_bench
 from sparsebias.bundle import BundleWriter, load_bundle
-from sparsebias.checkpoint import save_checkpoint
+from sparsebias.bundle.export import export_onnx
+from sparsebias.bundle.flops import count_flops
+from sparsebias.core import write_atomic, write_json
+from sparsebias.core.files import markdown_table, save_figure
 from sparsebias.engines import available_engines, open_model, physical_cores
-from sparsebias.export import export_onnx
-from sparsebias.flops import count_flops
-from sparsebias.models import build_model, sparsity_report
-from sparsebias.report.files import markdown_table, save_figure, write_atomic, write_json
+from sparsebias.engines.benchmark import Settings, machine, profile_deepsparse, run_bench
+from sparsebias.training.checkpoint import save_checkpoint
+from sparsebias.training.models import build_model, sparsity_report
 
 RUNGS = ["dense", "80", "90", "95", "98", "99", "99_5", "nm_2_4"]
 LABEL = {"dense": "Dense", "99_5": "99.5", "nm_2_4": "2:4"}
@@ -52,7 +53,7 @@ def sparsity_of(rung: str) -> float:
 
 def prune_layerwise(model: torch.nn.Module, rung: str) -> None:
     """Zero the smallest weights of every conv and linear layer but the first conv and the classifier."""
-    from sparsebias.recipes.pruning import nm_masks
+    from sparsebias.pruning import nm_masks
 
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][1:-1]
     with torch.no_grad():
@@ -217,8 +218,8 @@ def cross_check(groups, cores, echo, repeats: int = 2, seconds: int = 8) -> list
     The two are measured back to back, `repeats` times, and compared by their medians:
     on a shared machine, throughput drifts between measurements minutes apart.
     """
-    from sparsebias.bench import measure
     from sparsebias.engines import load_engine
+    from sparsebias.engines.benchmark import measure
 
     rows = []
     for key, g in groups.items():

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsebias.audit import audit, inputs_from_bundles
-from sparsebias.bench import machine
+from sparsebias.auditing import audit, inputs_from_bundles, replay_bundle
 from sparsebias.bundle import load_bundle
+from sparsebias.core import write_atomic, write_json
+from sparsebias.core.files import markdown_table
 from sparsebias.data import open_data
-from sparsebias.data.images import FaceImages
-from sparsebias.replay import replay_bundle
-from sparsebias.report.files import markdown_table, write_atomic, write_json
+from sparsebias.data.loader import FaceImages
+from sparsebias.engines.benchmark import machine
 
 
 def timed(fn, repeats: int) -> float:

@@ -33,12 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sparsebias.core.devices import autocast, describe, grad_scaler, prepare_device, resolve_device, resolve_precision
+from sparsebias.core.distributed import Ranks
+from sparsebias.core.files import markdown_table
 from sparsebias.data.loader import augment, train_loader
-from sparsebias.devices import autocast, describe, grad_scaler, prepare_device, resolve_device, resolve_precision
-from sparsebias.distributed import Ranks
-from sparsebias.models import build_model
-from sparsebias.recipes import GlobalMagnitudePruningModifier, RecipeManager
-from sparsebias.report.files import markdown_table
+from sparsebias.pruning import GlobalMagnitudePruningModifier
+from sparsebias.recipes import RecipeManager
+from sparsebias.training.models import build_model
 
 RESULTS = Path(__file__).parent / "results"
 PAPER_IMAGES = 160_000 * 100      # CelebA's training split x the paper's 100 epochs

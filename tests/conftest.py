@@ -44,8 +44,8 @@ def repo() -> Path:
 
 def tiny_compress(recipe, out_dir, *, name="tiny", epochs=2, extra=(), echo=lambda *a, **k: None, **kwargs):
     """compress() on tiny data; GMP recipes get a schedule that fits `epochs`."""
-    from sparsebias.compress import compress
     from sparsebias.recipes import parse_overrides
+    from sparsebias.training import compress
 
     overrides = parse_overrides([*TINY_SETTINGS, f"num_epochs={epochs}", *extra])
     return compress(recipe, data=TINY_DATA, overrides=overrides, name=name, out_dir=out_dir,
@@ -100,8 +100,8 @@ GROUP_DATA = "synthfaces:train=160,val=40,test=300,size=32,groups=1"
 @pytest.fixture(scope="session")
 def group_bundles(tmp_path_factory, repo):
     """Tiny resnet18 gender + race classifiers: dense, and FairGRAPE-pruned to 80%, once per session."""
-    from sparsebias.compress import compress
     from sparsebias.recipes import parse_overrides
+    from sparsebias.training import compress
 
     out = tmp_path_factory.mktemp("groups")
     settings = [*TINY_SETTINGS, "arch=resnet18"]

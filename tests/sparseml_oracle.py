@@ -14,7 +14,7 @@ from sparseml.pytorch.optim import ScheduledModifierManager  # noqa: E402
 from sparseml.pytorch.sparsification.pruning.mask_creator import NMPruningMaskCreator  # noqa: E402
 from sparseml.pytorch.utils.logger import BaseLogger, LoggerManager  # noqa: E402
 
-from sparsebias.recipes import nm_masks  # noqa: E402
+from sparsebias.pruning import nm_masks  # noqa: E402
 
 NM_TOLERANCE = 1e-2
 

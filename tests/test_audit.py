@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from sparsebias.audit import audit, inputs_from_bundles
+from sparsebias.auditing import audit, inputs_from_bundles
 from sparsebias.bundle import load_bundle, update_bundle
 from sparsebias.cli import main
 from sparsebias.metrics import bias_amplification, sigmoid, training_rates
@@ -161,7 +161,7 @@ def test_audit_of_celeba_sized_logits_is_fast():
     """20,000 samples x 40 attributes x 4 identities: the computation bench/ records."""
     import time
 
-    from sparsebias.audit import AuditInputs, ModelOutputs
+    from sparsebias.auditing import AuditInputs, ModelOutputs
 
     rng = np.random.default_rng(0)
     n, k = 20_000, 40

@@ -4,12 +4,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import DEEPSPARSE
 
-from sparsebias.bench import Settings, measure, run_bench
 from sparsebias.cli import main
 from sparsebias.engines import load_engine, open_model
-
-from conftest import DEEPSPARSE
+from sparsebias.engines.benchmark import Settings, measure, run_bench
 
 QUICK = dict(warmup_s=0.0, duration_s=0.2)
 

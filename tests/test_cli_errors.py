@@ -4,8 +4,8 @@ import json
 import shutil
 
 from click.testing import CliRunner
-
 from conftest import TINY_DATA
+
 from sparsebias.cli import main
 
 FAST = ["--set", "image_size=32", "--set", "num_epochs=1"]

@@ -7,13 +7,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import TINY_DATA, tiny_compress
-from sparsebias.checkpoint import state_dict_from
+
 from sparsebias.cli import main
 from sparsebias.data import open_data
-from sparsebias.data.images import FaceImages, normalize
-from sparsebias.models import build_model, prunable_weights
+from sparsebias.data.loader import FaceImages, normalize
+from sparsebias.training.checkpoint import state_dict_from
+from sparsebias.training.models import build_model, prunable_weights
 
 GMP_TINY = ["pruning_start_epoch=0", "pruning_end_epoch=2"]
 
@@ -112,7 +112,7 @@ def test_seed_makes_runs_repeatable(dense_bundle, repo, tmp_path):
 def test_precision_is_chosen_and_recorded(dense_bundle, repo, tmp_path):
     import torch
 
-    from sparsebias.devices import resolve_precision
+    from sparsebias.core.devices import resolve_precision
 
     training = dense_bundle.manifest["training"]
     assert training["precision"] == resolve_precision("auto", torch.device("cpu"))
@@ -169,7 +169,7 @@ def test_nm_recipe_end_to_end(repo, tmp_path):
 
 
 def test_a_diverging_run_stops_with_a_clear_error(repo, tmp_path, monkeypatch):
-    from sparsebias.tasks import Outputs
+    from sparsebias.core import Outputs
 
     monkeypatch.setattr(Outputs, "loss", lambda self: lambda logits, y: logits.sum() * float("nan"))
     result = CliRunner().invoke(main, [

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import TINY_DATA, TINY_SETTINGS, tiny_compress
+
 from sparsebias.bundle import load_bundle
 from sparsebias.cli import main
-from sparsebias.devices import resolve_device, resolve_precision
-from sparsebias.errors import SparsebiasError
+from sparsebias.core import SparsebiasError
+from sparsebias.core.devices import resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
@@ -87,8 +87,9 @@ def test_on_a_gpu_the_same_seed_gives_the_same_model_and_exact_masks(repo, tmp_p
 @pytest.mark.parametrize("method", ["fairgrape", "snip", "grasp", "lottery", "ws"])
 def test_every_pruning_method_trains_on_a_gpu(repo, tmp_path, method):
     from conftest import GROUP_DATA
-    from sparsebias.compress import compress
+
     from sparsebias.recipes import parse_overrides
+    from sparsebias.training import compress
 
     bundle = compress(repo / f"recipes/groups/{method}.yaml", data=GROUP_DATA, device="cuda", precision="bf16"
                       if torch.cuda.is_bf16_supported() else "fp16",

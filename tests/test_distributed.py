@@ -9,10 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DATA, TINY_SETTINGS
 
 from sparsebias.data.loader import EpochBatches
-
-from conftest import TINY_DATA, TINY_SETTINGS
 
 DATA_DRIVEN = """
 num_epochs: 2

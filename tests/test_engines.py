@@ -3,12 +3,10 @@
 import numpy as np
 import onnx
 import pytest
-
-from sparsebias.engines import (ENGINES, EngineUnavailable, available_engines, load_engine, open_model,
-                                parse_engines)
-from sparsebias.errors import SparsebiasError
-
 from conftest import DEEPSPARSE, needs_deepsparse
+
+from sparsebias.core import SparsebiasError
+from sparsebias.engines import ENGINES, EngineUnavailable, available_engines, load_engine, open_model, parse_engines
 
 CPU_ENGINES = [pytest.param("deepsparse", marks=needs_deepsparse), "onnxruntime", "torch"]
 GPU_ENGINES = ["onnxruntime-cuda", "onnxruntime-tensorrt"]

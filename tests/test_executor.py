@@ -8,9 +8,10 @@ import torch
 import torchvision
 from torch import nn
 
-from sparsebias.errors import SparsebiasError
-from sparsebias.recipes import interpolate, load_recipe, nm_masks, parse_overrides
-from sparsebias.recipes.pruning import unstructured_masks
+from sparsebias.core import SparsebiasError
+from sparsebias.pruning import interpolate, nm_masks
+from sparsebias.pruning.magnitude import unstructured_masks
+from sparsebias.recipes import load_recipe, parse_overrides
 
 
 def write(tmp_path, text, name="recipe.yaml"):
@@ -102,8 +103,8 @@ def test_sparseml_resnet_names_reach_torchvision_layers(tmp_path):
 
 
 def test_a_name_the_model_lacks_shows_the_nearest(tmp_path):
-    from sparsebias.models import build_model
     from sparsebias.recipes import check_recipe_against_model
+    from sparsebias.training.models import build_model
 
     path = write(tmp_path, """
         modifiers:

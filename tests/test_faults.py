@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import TINY_DATA, TINY_SETTINGS, cli, refused, tiny_compress
 from onnx import numpy_helper
 from PIL import Image
 
-from conftest import TINY_DATA, TINY_SETTINGS, cli, refused, tiny_compress
 from sparsebias.bundle import bundle_lock, load_bundle
 
 GMP = ["pruning_start_epoch=0", "pruning_end_epoch=2"]
@@ -103,7 +103,7 @@ def test_a_full_disk_while_writing_the_bundle_leaves_nothing(repo, tmp_path, mon
 
 
 def test_a_full_disk_while_writing_a_report_leaves_none_of_it(dense_bundle, tmp_path, monkeypatch):
-    from sparsebias.report import files
+    from sparsebias.core import files
 
     written = []
     original = Path.write_bytes

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from sparsebias.cli import main
-from sparsebias.fidelity import CELEBA_PER_ATTRIBUTE, TARGETS, _check, fidelity
+from sparsebias.study.fidelity import CELEBA_PER_ATTRIBUTE, TARGETS, _check, fidelity
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_cli_refuses_a_missing_bundle(tmp_path):
 
 
 def test_auc_spread_of_no_defined_auc_is_empty():
-    from sparsebias.fidelity import _quartiles
+    from sparsebias.study.fidelity import _quartiles
     assert _quartiles(np.array([])) == dict.fromkeys(("min", "q25", "median", "q75", "max"))
     assert _quartiles(np.array([0.6, 0.8, 0.7, 0.9, 1.0])) == pytest.approx(
         {"min": 0.6, "q25": 0.7, "median": 0.8, "q75": 0.9, "max": 1.0})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparsebias.report.study import findings
+from sparsebias.study import findings
 
 IDS = ("Male", "Young", "Chubby", "Pale_Skin")
 

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from onnx import TensorProto, helper, numpy_helper
 
-from sparsebias.flops import count_flops
+from sparsebias.bundle.flops import count_flops
 
 
 def tiny_graph(conv_w, fc_w):

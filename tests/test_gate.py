@@ -4,7 +4,8 @@ import pytest
 from click.testing import CliRunner
 
 from sparsebias.cli import main
-from sparsebias.gate import Rule, _check, load_policy
+from sparsebias.policy import Rule, load_policy
+from sparsebias.policy.rules import _check
 
 
 def gate(bundle, reference, policy_text, tmp_path):

@@ -10,11 +10,10 @@ from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, precision_recall_fscore_support
 from sklearn.preprocessing import label_binarize
 
+from sparsebias.auditing.groups import GroupAuditInputs, Task, group_audit, group_inputs_from_bundles
 from sparsebias.bundle import load_bundle
 from sparsebias.cli import main
-from sparsebias.errors import SparsebiasError
-from sparsebias.group_audit import GroupAuditInputs, Task, group_audit, group_inputs_from_bundles
-from sparsebias.tasks import Outputs
+from sparsebias.core import Outputs, SparsebiasError
 
 
 def softmax(z):
@@ -177,10 +176,9 @@ def test_predict_gives_class_probabilities(group_bundles, tmp_path):
 
 
 def test_sweep_study_tabulates_methods_as_the_supplement(group_bundles, tmp_path):
-    from sparsebias.group_study import run_group_study
     from sparsebias.report.groups import write_comparison_report
-    from sparsebias.study import Run
-    from sparsebias.sweep import Job
+    from sparsebias.study import Job, Run
+    from sparsebias.study.groups import run_group_study
 
     dense, fair = group_bundles
     runs = [Run(Job("recipes/groups/dense.yaml", 0, "dense-s0"), dense, "dense", "joint"),
@@ -202,3 +200,28 @@ def test_sweep_study_tabulates_methods_as_the_supplement(group_bundles, tmp_path
     # two seeds of a method: mean and sample std
     two = run_group_study(tmp_path, runs)
     assert two["table"]["fairgrape"]["gender"]["seeds"] == 1  # seed 1 has no dense run: skipped
+
+
+def test_group_frames_are_the_reports(group_bundles, tmp_path):
+    """One row per (head, grouping, group) for an audit, per (run, head) for a study, read from the documents."""
+    import sparsebias
+    from sparsebias.study import Job, Run, Study
+    from sparsebias.study.groups import run_group_study
+
+    dense, fair = group_bundles
+    report = sparsebias.audit(fair, dense, replay=False)
+    assert report.mode == "groups" and report.attributes == ["gender", "race", "gender x race"]
+    frame = report.to_frame()
+    by = report["tasks"]["race"]["compressed"]["by"]["gender"]
+    for group, accuracy in by["group_accuracy"].items():
+        assert frame.loc[("race", "gender", str(group)), "compressed_accuracy"] == pytest.approx(accuracy)
+    pie_grouping = report["pie_grouping"]
+    rates = report["tasks"]["gender"]["pie"]["rates"]
+    assert frame.xs(pie_grouping, level="grouping").loc["gender"]["pie_rate"].to_dict() == pytest.approx(rates)
+    runs = [Run(Job("recipes/groups/dense.yaml", 0, "dense-s0"), dense, "dense", "joint"),
+            Run(Job("recipes/groups/fairgrape.yaml", 0, "fairgrape-s0"), fair, "fairgrape", "joint")]
+    study = Study(run_group_study(tmp_path, runs))
+    rows = study.to_frame()
+    assert rows.loc[("fairgrape-s0", "race"), "accuracy"] == pytest.approx(
+        study.document["runs"][1]["tasks"]["race"]["accuracy"])
+    assert set(rows.loc["dense-s0"].index) == {"gender", "race", "gender x race"}

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TINY_DATA
-from sparsebias.errors import SparsebiasError
+from sparsebias.core import SparsebiasError
 
 # 30 examples per test in CI (minutes of the suite); SPARSEBIAS_FUZZ_EXAMPLES=1000 (and a random seed) for a deeper search by hand.
 EXAMPLES = settings(max_examples=int(os.environ.get("SPARSEBIAS_FUZZ_EXAMPLES", 30)), deadline=None,
@@ -93,10 +93,10 @@ def recipe_harness():
     """resnet18 on tiny SynthFaces, and the data its score-based pruning methods look at."""
     import torch
 
+    from sparsebias.core import Outputs
     from sparsebias.data import open_data
-    from sparsebias.data.images import FaceImages
-    from sparsebias.models import build_model
-    from sparsebias.tasks import Outputs
+    from sparsebias.data.loader import FaceImages
+    from sparsebias.training.models import build_model
 
     table = open_data(TINY_DATA, echo=lambda *a, **k: None)
     images = FaceImages(table, "train", table.names, 32)
@@ -109,7 +109,7 @@ def run_recipe(path: Path, harness) -> None:
     """What compress does with a recipe, up to a few optimizer steps with random gradients."""
     import torch
 
-    from sparsebias.pruning.score_data import ScoreData
+    from sparsebias.pruning import ScoreData
     from sparsebias.recipes import check_recipe_against_data, check_recipe_against_model, load_recipe
 
     table, images, base, outputs = harness
@@ -146,8 +146,8 @@ POLICY_SEEDS = [p.read_text() for p in sorted((REPO / "policies").glob("*.yaml")
 @pytest.fixture(scope="module")
 def small_report():
     """A real audit report of two synthetic models, with a group breakdown, to evaluate policies on."""
-    from sparsebias.audit import AuditInputs, ModelOutputs, audit
-    from sparsebias.data.attributes import CELEBA_ATTRIBUTES
+    from sparsebias.auditing import AuditInputs, ModelOutputs, audit
+    from sparsebias.data import CELEBA_ATTRIBUTES
     from sparsebias.metrics import training_rates
 
     rng = np.random.default_rng(0)
@@ -165,7 +165,7 @@ def small_report():
 @EXAMPLES
 @given(text=mutated(POLICY_SEEDS))
 def test_mutated_policies(text, small_report):
-    from sparsebias.gate import evaluate, load_policy
+    from sparsebias.policy import evaluate, load_policy
 
     folder = workdir()
     try:
@@ -199,7 +199,7 @@ def celeba_copy(source: Path, files: dict) -> Path:
 
 
 def read_and_decode(reader, folder):
-    from sparsebias.data.images import FaceImages
+    from sparsebias.data.loader import FaceImages
 
     table = only_user_errors(reader, folder)
     if table is not None:
@@ -279,7 +279,7 @@ def audit_csvs():
 @EXAMPLES
 @given(data=st.data(), which=st.sampled_from(["labels", "train", "logits", "reference"]))
 def test_mutated_audit_csvs(data, which, audit_csvs):
-    from sparsebias.audit import audit, inputs_from_files
+    from sparsebias.auditing import audit, inputs_from_files
 
     folder = workdir()
     try:
@@ -320,14 +320,13 @@ HOSTILE_JSON = st.one_of(st.sampled_from([None, True, 0, -1, 1e308, "", "x", [],
 
 
 def use_bundle(folder: Path, reference) -> None:
-    from sparsebias.audit import audit, inputs_from_bundles
+    from sparsebias.auditing import audit, inputs_from_bundles
     from sparsebias.bundle import load_bundle
-    from sparsebias.cli import _summary
-    from sparsebias.mitigate.overrides import read_overrides
-    from sparsebias.mitigate.thresholds import read_thresholds
+    from sparsebias.mitigate import read_overrides, read_thresholds
+    from sparsebias.report import bundle_summary
 
     bundle = load_bundle(folder)
-    _summary(bundle)
+    bundle_summary(bundle)
     read_thresholds(bundle)
     read_overrides(bundle)
     audit(inputs_from_bundles(bundle, reference, split="test"))
@@ -336,13 +335,12 @@ def use_bundle(folder: Path, reference) -> None:
 @pytest.fixture(scope="module")
 def mitigated_bundle(dense_bundle, tmp_path_factory):
     """The dense bundle with thresholds and an override table, as `calibrate` and `overrides` write them."""
-    from sparsebias.mitigate.overrides import add_overrides_to_bundle
-    from sparsebias.mitigate.thresholds import calibrate_bundle
+    from sparsebias.auditing import calibrate, overrides
 
     folder = tmp_path_factory.mktemp("mitigated") / "bundle"
     shutil.copytree(dense_bundle.path, folder)
-    calibrate_bundle(folder)
-    add_overrides_to_bundle(folder, dense_bundle.path, budget=0.1, echo=lambda *a, **k: None)
+    calibrate(folder)
+    overrides(folder, dense_bundle.path, budget=0.1, echo=lambda *a, **k: None)
     return folder
 
 
@@ -497,7 +495,7 @@ def test_hostile_requests_get_pages_not_tracebacks(segments, query, viewer):
                                   '{"jobs": [{"recipe": "r", "seed": 0, "name": "../../etc", "overrides": {}, '
                                   '"attributes": null}]}', b"\xff\xfe"])
 def test_a_sweep_plan_that_sparsebias_did_not_write(text, tmp_path):
-    from sparsebias.sweep import read_plan
+    from sparsebias.study import read_plan
 
     path = tmp_path / "sweep.json"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())

@@ -8,11 +8,12 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import needs_deepsparse
 from PIL import Image
 
-from conftest import needs_deepsparse
 from sparsebias.cli import main
-from sparsebias.data.images import load_image, normalize
+from sparsebias.data.images import load_image
+from sparsebias.data.loader import normalize
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 import torch
 import torchvision
 
-from sparsebias.recipes import PruningModifier, load_recipe
+from sparsebias.pruning import PruningModifier
+from sparsebias.recipes import load_recipe
 from sparsebias.recipes.reader import recipe_yaml
 
 oracle = pytest.importorskip("sparseml_oracle", reason="sparseml 1.8 is not installed (Python 3.11 profile only)")
@@ -91,7 +92,7 @@ def test_same_schedule_masks_and_weights_as_sparseml(path):
 def test_mask_creators_agree_with_sparseml(mask_type, global_sparsity):
     from sparseml.pytorch.sparsification.pruning.mask_creator import get_mask_creator_default
 
-    from sparsebias.recipes.pruning import MaskType
+    from sparsebias.pruning.magnitude import MaskType
 
     if global_sparsity and mask_type == "2:4":
         pytest.skip("N:M is per tensor")

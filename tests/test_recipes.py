@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsebias.errors import SparsebiasError
-from sparsebias.models import build_model, prunable_weights
+from sparsebias.core import SparsebiasError
 from sparsebias.recipes import check_recipe_against_model, load_recipe, parse_overrides
+from sparsebias.training.models import build_model, prunable_weights
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 
@@ -179,8 +179,8 @@ class GroupImages(torch.utils.data.Dataset):
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
 @pytest.mark.parametrize("path", GROUP_RECIPES, ids=lambda p: p.stem)
 def test_group_recipe_reaches_its_sparsity_on(path, arch):
+    from sparsebias.core import Outputs
     from sparsebias.pruning import ScoreData
-    from sparsebias.tasks import Outputs
 
     recipe = load_recipe(path, {"num_epochs": 5, "arch": arch})
     torch.manual_seed(0)

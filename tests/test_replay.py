@@ -6,10 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import cli, refused
+
+from sparsebias.auditing import replay_bundle
 from sparsebias.bundle import load_bundle
-from sparsebias.replay import replay_bundle
 
 PASSING = "mitigations: false\nrules:\n  - {metric: accuracy, aggregate: mean, max_decrease: 1}\n"
 
@@ -167,6 +167,7 @@ def test_group_bundles_are_re_run_too(group_bundles, tmp_path):
 def test_a_bundle_that_brings_its_own_labels_is_refused(copy, dense_bundle, policy, tmp_path):
     """Data of the shipper's own, labelled to suit the model: consistent with itself, not with the reference."""
     from conftest import TINY_DATA
+
     from sparsebias.data import open_data
 
     source = open_data(TINY_DATA, echo=lambda *a, **k: None).root

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebias.recipes.pruning import nm_masks
-from sparsebias.semistructured import Conv2dAsMatmul, conv_matrix, is_2_4, sparsify_2_4
+from sparsebias.engines.semistructured import Conv2dAsMatmul, conv_matrix, is_2_4, sparsify_2_4
+from sparsebias.pruning import nm_masks
 
 
 def test_is_2_4_reads_groups_of_four_along_rows():

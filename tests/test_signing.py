@@ -7,8 +7,8 @@ import stat
 
 import numpy as np
 import pytest
-
 from conftest import cli, refused
+
 from sparsebias.bundle import load_bundle
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import TINY_DATA, TINY_SETTINGS
+
 from sparsebias.cli import main
-from sparsebias.errors import SparsebiasError
+from sparsebias.core import SparsebiasError
 from sparsebias.recipes import parse_overrides
-from sparsebias.study import level_of, run_study
-from sparsebias.sweep import QUICK, plan, read_plan, run_sweep, state
+from sparsebias.study import level_of, plan, read_plan, run_study, run_sweep
+from sparsebias.study.jobs import QUICK, state
 
 TINY = parse_overrides([*TINY_SETTINGS, "num_epochs=2", "pruning_start_epoch=0", "pruning_end_epoch=1",
                         f"data={TINY_DATA}"])
@@ -117,7 +117,7 @@ def test_backdoored_runs_are_their_own_task_with_the_backdoor_as_identity(repo, 
     audit = json.loads((tmp_path / "audits" / "resnet18_99-s0-Smiling.json").read_text())
     calibrated = audit["metrics"]["compressed"]["views"]["calibrated"]["ba"]["backdoor"]["Smiling"]
     assert calibrated["value"] is not None or calibrated["reason"]      # audited against the backdoor flag
-    from sparsebias.report.study import findings
+    from sparsebias.study import findings
     f13 = next(f for f in findings(study) if f["id"] == "F13")
     assert "Smiling (backdoor)" in f13["numbers"]   # tiny models may predict nothing: then F13 says so
     assert f13["reproduces"] is not None or "undefined" in f13["numbers"]
@@ -180,7 +180,7 @@ def test_ray_path_on_a_local_cluster(repo, tmp_path, ray_cluster):
 
 
 def test_sweeps_into_one_folder_add_up(repo, tmp_path):
-    from sparsebias.sweep import _write_plan
+    from sparsebias.study.jobs import _write_plan
 
     joint = plan(recipes(repo, "resnet18_dense"), 1)
     single = plan(recipes(repo, "resnet18_dense"), 1, single=["Smiling"], joint=False)
@@ -197,12 +197,27 @@ def _visible_gpus_after(seconds):
 
 
 def test_each_pool_worker_sees_its_own_gpu(monkeypatch):
-    from sparsebias import sweep
+    from sparsebias.study import jobs
 
-    monkeypatch.setattr(sweep, "_local_gpus", lambda: 2)
-    with sweep._pool(3) as pool:   # 3 workers on 2 GPUs: round robin
+    monkeypatch.setattr(jobs, "_local_gpus", lambda: 2)
+    with jobs._pool(3) as pool:   # 3 workers on 2 GPUs: round robin
         seen = sorted(f.result() for f in [pool.submit(_visible_gpus_after, 1.5) for _ in range(3)])
     assert seen == ["0", "0", "1"]
-    monkeypatch.setattr(sweep, "_local_gpus", lambda: 0)
-    with sweep._pool(2) as pool:
+    monkeypatch.setattr(jobs, "_local_gpus", lambda: 0)
+    with jobs._pool(2) as pool:
         assert pool.submit(_visible_gpus_after, 0).result() == os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_the_sweep_verb_continues_a_sweep_and_frames_its_runs(tiny_sweep, repo):
+    """sparsebias.sweep over a finished sweep: nothing re-runs, and the frame is the study's runs."""
+    import sparsebias
+
+    said = []
+    study = sparsebias.sweep([repo / "recipes/resnet18_dense.yaml", repo / "recipes/resnet18_90.yaml"], tiny_sweep,
+                             seeds=2, overrides=TINY, speed=False, echo=said.append)
+    assert said[0] == "4 run(s): 4 done, 0 to resume, 0 new" and study.failed == []
+    frame = study.to_frame()
+    assert sorted(frame.index) == ["resnet18_90-s0", "resnet18_90-s1", "resnet18_dense-s0", "resnet18_dense-s1"]
+    run = next(r for r in study.to_dict()["runs"] if r["name"] == "resnet18_90-s1")
+    assert frame.loc["resnet18_90-s1", "sparsity"] == run["sparsity"] and frame.loc["resnet18_90-s1", "seed"] == 1
+    assert {f["id"] for f in study.findings} >= {"F3", "F13"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import SparsebiasError
+from ..core.errors import SparsebiasError
 from .attributes import CELEBA_ATTRIBUTES, DEFAULT_IDENTITIES, SINGLE_ATTRIBUTE_SET
 from .celeba import FaceAttributes, read_celeba
 from .fairface import read_fairface
@@ -71,8 +71,11 @@ def locate_data(spec: str | None, root=None) -> FaceAttributes:
                           "or point --data at the images")
 
 
-def open_data(spec: str | None, echo=print) -> FaceAttributes:
-    """Open the data set a `--data` value names, building SynthFaces on first use."""
+def open_data(spec: str | None = None, echo=print) -> FaceAttributes:
+    """Open the data set a `--data` value names, building SynthFaces on first use.
+
+    >>> open_data("celeba:~/data/celeba").split("test")  # doctest: +SKIP
+    """
     kind, _, rest = (spec or "synthfaces").partition(":")
     if kind in READERS:
         if not rest:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SparsebiasError
+from ..core.errors import SparsebiasError
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 BACKDOOR = "Backdoor"

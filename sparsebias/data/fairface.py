@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SparsebiasError
+from ..core.errors import SparsebiasError
 from .celeba import FaceAttributes
 from .groups import AGE_GROUPS, FAIRFACE_RACES, GENDERS, GROUP_COLUMNS, stable_bucket
 

@@ -16,10 +16,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import SparsebiasError, first_line
+from ..core.errors import SparsebiasError, first_line
 from . import cache_dir
 from .celeba import FaceAttributes
 from .parallel import build_lock, run_chunks
@@ -61,11 +60,12 @@ def load_image(path, size: int) -> np.ndarray:
     return np.array(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def normalize(batch: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float, scaled to [0, 1] and standardised per channel."""
-    mean = torch.tensor(mean, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(std, device=batch.device).view(1, 3, 1, 1)
-    return (batch.float() / 255.0 - mean) / std
+def standardize(batch: np.ndarray, mean=MEAN, std=STD) -> np.ndarray:
+    """uint8 (N, 3, H, W) -> float32, scaled to [0, 1] and standardised per channel: the
+    numpy twin of `loader.normalize`, bit for bit, for inference without torch."""
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return (batch.astype(np.float32) / np.float32(255.0) - mean) / std
 
 
 def decoded_images(paths: list[Path], size: int, cache_file: Path, workers: int | None = None,
@@ -105,31 +105,9 @@ def cache_key(table: FaceAttributes, ids: np.ndarray, size: int) -> str:
     return h.hexdigest()[:24]
 
 
-class FaceImages(torch.utils.data.Dataset):
-    """(uint8 image, label vector) pairs for one split and a subset of label columns.
-
-    `images` holds the whole split, decoded (see the module docstring); `batch(rows)`
-    slices a batch out of it. Labels are float 0/1 for binary attributes and class
-    indices (long) for class-valued columns, as the loss of each expects. `columns`
-    keeps every label column of the split, for pruning methods that look at sensitive
-    groups.
-    """
-
-    def __init__(self, table: FaceAttributes, split: str, attributes, image_size: int, *,
-                 cache: Path | None = None, progress=None):
-        self.rows = table.split(split)
-        self.ids = table.ids[self.rows]
-        self.paths = [table.image_dir / name for name in self.ids]
-        self.column_names = table.names
-        self.columns = torch.from_numpy(table.labels[self.rows].astype(np.int64))
-        labels = self.columns[:, table.columns(attributes)]
-        self.labels = labels.float() if table.binary else labels
-        self.image_size = image_size
-        cache_file = (cache or cache_dir() / "images") / f"{cache_key(table, self.ids, image_size)}.npy"
-        self.images = torch.from_numpy(decoded_images(self.paths, image_size, cache_file, progress=progress))
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.images[i], self.labels[i]
+def split_images(table: FaceAttributes, split: str, size: int, *, cache: Path | None = None,
+                 progress=None) -> np.ndarray:
+    """A split's images as (N, 3, size, size) uint8, through the decoded cache."""
+    ids = table.ids[table.split(split)]
+    cache_file = (cache or cache_dir() / "images") / f"{cache_key(table, ids, size)}.npy"
+    return decoded_images([table.image_dir / name for name in ids], size, cache_file, progress=progress)

@@ -12,12 +12,51 @@ flipping and normalising happen on the device, on a quarter of the bytes of floa
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from .images import FaceImages, normalize
+from .celeba import FaceAttributes
+from .images import MEAN, STD, split_images
 
 FLIP = 0.5
+
+
+def normalize(batch: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float, scaled to [0, 1] and standardised per channel."""
+    mean = torch.tensor(mean, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=batch.device).view(1, 3, 1, 1)
+    return (batch.float() / 255.0 - mean) / std
+
+
+class FaceImages(torch.utils.data.Dataset):
+    """(uint8 image, label vector) pairs for one split and a subset of label columns.
+
+    `images` holds the whole split, decoded (see the module docstring); `batch(rows)`
+    slices a batch out of it. Labels are float 0/1 for binary attributes and class
+    indices (long) for class-valued columns, as the loss of each expects. `columns`
+    keeps every label column of the split, for pruning methods that look at sensitive
+    groups.
+    """
+
+    def __init__(self, table: FaceAttributes, split: str, attributes, image_size: int, *,
+                 cache: Path | None = None, progress=None):
+        self.rows = table.split(split)
+        self.ids = table.ids[self.rows]
+        self.paths = [table.image_dir / name for name in self.ids]
+        self.column_names = table.names
+        self.columns = torch.from_numpy(table.labels[self.rows].astype(np.int64))
+        labels = self.columns[:, table.columns(attributes)]
+        self.labels = labels.float() if table.binary else labels
+        self.image_size = image_size
+        self.images = torch.from_numpy(split_images(table, split, image_size, cache=cache, progress=progress))
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
 
 
 class EpochBatches(torch.utils.data.Sampler):

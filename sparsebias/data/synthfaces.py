@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..errors import SparsebiasError
+from ..core.errors import SparsebiasError
 from .attributes import CELEBA_ATTRIBUTES
 from .groups import AGE_GROUPS, FAIRFACE_RACES, GENDERS
 from .parallel import run_chunks

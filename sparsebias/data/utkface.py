@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SparsebiasError
+from ..core.errors import SparsebiasError
 from .celeba import FaceAttributes
 from .groups import AGE_GROUPS, GENDERS, GROUP_COLUMNS, UTKFACE_RACES, age_group, stable_bucket
 

@@ -5,8 +5,13 @@ decisions are 0/1, scores are logits. Definitions follow shared DESIGN.md.
 """
 
 from .bias import bias_amplification, label_interdependence, training_rates
-from .calibration import (expected_calibration_error, reliability_curve, sigmoid, threshold_calibration_bias,
-                          uncertainty_rate)
+from .calibration import (
+           expected_calibration_error,
+           reliability_curve,
+           sigmoid,
+           threshold_calibration_bias,
+           uncertainty_rate,
+)
 from .classification import accuracy_score, average_precision_score, decisions, roc_auc_score
 from .exemplars import compression_identified_exemplars, modal_labels, pie_mask, pie_rates
 from .groups import group_metrics, intersectional_groups, macro_average_precision, macro_error_rates

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SparsebiasError
+from ..core.errors import SparsebiasError
+from ..metrics.bias import bias_amplification
 from ..metrics.calibration import sigmoid
-from ..metrics.classification import as_2d
+from ..metrics.classification import as_2d, decisions
 
 FILE = "overrides.csv"
 COLUMNS = ("id", "sha256", "attribute", "label", "dense_probability")
@@ -109,40 +110,16 @@ def read_overrides(bundle) -> OverrideTable | None:
                          np.array([r[2] for r in body], dtype=str), np.array(labels, dtype=np.int8), probability)
 
 
-def add_overrides_to_bundle(path, reference, *, budget: float = 0.05, label: str = "true", split: str = "test",
-                            identities=None, data: str | None = None, echo=print):
-    """Build the table from the reference (dense) bundle and store it in the compressed bundle."""
-    import hashlib
-
-    from ..audit import inputs_from_bundles
-    from ..bundle import load_bundle, update_bundle
-    from ..data import open_data
-    from ..metrics import bias_amplification, decisions
-
-    inputs = inputs_from_bundles(path, reference, split=split, identities=identities)
-    dense_pred = decisions(inputs.reference.logits)
-    eligible = np.zeros(len(inputs.attributes), bool)
-    triggered = {}
-    for identity, column in inputs.identities.items():
-        r1, r0 = inputs.train_rates[identity]
-        ba, _ = bias_amplification(inputs.labels, dense_pred, column, r1=r1, r0=r0,
-                                   is_identity=[a == identity for a in inputs.attributes])
-        for j in np.flatnonzero(ba > 0):
-            triggered.setdefault(inputs.attributes[j], []).append(identity)
-        eligible |= np.nan_to_num(ba) > 0
-    bundle = load_bundle(path)
-    table_data = open_data(data or bundle.manifest["data"]["spec"], echo=echo)
-    hashes = []
-    for image_id in inputs.ids:
-        image = table_data.image_dir / str(image_id)
-        if not image.is_file():
-            raise SparsebiasError(f"image {image} not found: the override table keys images by content; "
-                                  "point --data at the data set the bundle was evaluated on")
-        hashes.append(hashlib.sha256(image.read_bytes()).hexdigest())
-    table = build_override_table(inputs.ids, np.array(hashes), inputs.labels, inputs.reference.logits, eligible,
-                                 inputs.attributes, budget, label)
-    mitigations = {**bundle.manifest.get("mitigations", {}),
-                   "overrides": {"file": FILE, "budget": budget, "label": label, "split": split,
-                                 "reference": str(reference), "rows": len(table),
-                                 "attributes": {a: triggered[a] for a in inputs.attributes if a in triggered}}}
-    return update_bundle(bundle, {FILE: table.to_csv()}, {"mitigations": mitigations}), table
+def eligible_attributes(labels, dense_logits, identities: dict, train_rates: dict,
+                        attributes: list[str]) -> dict[str, list[str]]:
+    """The attributes whose dense bias amplification is positive, each with the identities
+    for which it is: the attributes an override table covers."""
+    dense_pred = decisions(dense_logits)
+    triggered: dict[str, list[str]] = {}
+    for identity, column in identities.items():
+        r1, r0 = train_rates[identity]
+        ba, _ = bias_amplification(labels, dense_pred, column, r1=r1, r0=r0,
+                                   is_identity=[a == identity for a in attributes])
+        for j in np.flatnonzero(np.nan_to_num(ba) > 0):
+            triggered.setdefault(attributes[j], []).append(identity)
+    return {a: triggered[a] for a in attributes if a in triggered}

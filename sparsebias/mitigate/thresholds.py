@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from ..errors import SparsebiasError
+from ..core.errors import SparsebiasError
 from ..metrics.classification import as_2d
 
 FILE = "thresholds.json"
@@ -62,19 +62,3 @@ def read_thresholds(bundle) -> np.ndarray | None:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
         raise SparsebiasError(f"{path}: thresholds must be finite numbers")
     return np.array(values, dtype=np.float64)
-
-
-def calibrate_bundle(path, split: str = "val"):
-    """Set thresholds on the bundle's `split` and store them in the bundle (a new, verified version)."""
-    from ..bundle import load_bundle, update_bundle
-
-    bundle = load_bundle(path)
-    bundle.require_binary("calibrate")
-    data = bundle.split(split)
-    if "logits" not in data:
-        raise SparsebiasError(f"bundle {bundle.path} has no logits for the {split!r} split")
-    thresholds = calibrate_thresholds(bundle.attribute_labels(data), data["logits"])
-    mitigations = {**bundle.manifest.get("mitigations", {}),
-                   "thresholds": {"file": FILE, "split": split, "method": "validation positive count"}}
-    return update_bundle(bundle, {FILE: thresholds_json(bundle.attributes, thresholds, split)},
-                         {"mitigations": mitigations}), thresholds

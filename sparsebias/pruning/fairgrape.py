@@ -18,9 +18,8 @@ import math
 
 import numpy as np
 import torch
-from ..recipes import register
 
-from .base import ScoredPruningModifier
+from .scored import ScoredPruningModifier
 
 TURNS_PER_GROUP = 16
 
@@ -83,7 +82,6 @@ def _orders(importance: np.ndarray, eligible: np.ndarray, k: int) -> list[np.nda
     return [index[row] for row in top.numpy()]
 
 
-@register
 class FairGRAPEPruningModifier(ScoredPruningModifier):
     """| !FairGRAPEPruningModifier
     |     params: __ALL_PRUNABLE__

@@ -14,9 +14,8 @@
 from __future__ import annotations
 
 import torch
-from ..recipes import register
 
-from .base import ScoredPruningModifier
+from .scored import ScoredPruningModifier
 
 
 def _mean(gradient_lists) -> list[torch.Tensor]:
@@ -27,7 +26,6 @@ def _mean(gradient_lists) -> list[torch.Tensor]:
     return [t / count for t in total]
 
 
-@register
 class SNIPPruningModifier(ScoredPruningModifier):
     """| !SNIPPruningModifier
     |     params: __ALL_PRUNABLE__
@@ -46,7 +44,6 @@ class SNIPPruningModifier(ScoredPruningModifier):
         return [(g * w.detach()).abs() for g, w in zip(grads, self.parameters)]
 
 
-@register
 class GraSPPruningModifier(ScoredPruningModifier):
     """| !GraSPPruningModifier
     |     params: __ALL_PRUNABLE__
@@ -84,7 +81,6 @@ class GraSPPruningModifier(ScoredPruningModifier):
         return [w.detach() * h / self.num_batches for w, h in zip(self.parameters, hg)]
 
 
-@register
 class LotteryPruningModifier(ScoredPruningModifier):
     """| !LotteryPruningModifier
     |     params: __ALL_PRUNABLE__
@@ -149,7 +145,6 @@ class LotteryPruningModifier(ScoredPruningModifier):
         self._rewind_state = state["rewind"]
 
 
-@register
 class WSPruningModifier(ScoredPruningModifier):
     """| !WSPruningModifier
     |     params: __ALL_PRUNABLE__

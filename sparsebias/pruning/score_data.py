@@ -12,9 +12,9 @@ from typing import Callable
 
 import torch
 
-from ..data.images import FaceImages, normalize
-from ..distributed import Ranks, all_reduce_mean
-from ..errors import SparsebiasError
+from ..core.distributed import Ranks, all_reduce_mean
+from ..core.errors import SparsebiasError
+from ..data.loader import FaceImages, normalize
 
 
 @dataclass

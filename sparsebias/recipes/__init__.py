@@ -6,14 +6,16 @@ training. `MODIFIERS` lists what the executor supports.
 """
 
 from .manager import RecipeManager, RecipeStep
-from .modifiers import MODIFIERS, Modifier, RecipeError, UpdateModifier, register
-from .pruning import (ConstantPruningModifier, GlobalMagnitudePruningModifier, GMPruningModifier,
-                      GradualPruningModifier, MagnitudePruningModifier, PruningModifier, interpolate, nm_masks)
-from .recipe import (OPTIMIZERS, PRECISIONS, RUN_DEFAULTS, Recipe, check_recipe_against_data,
-                     check_recipe_against_model, load_recipe, parse_overrides)
+from .recipe import (
+                     MODIFIERS,
+                     OPTIMIZERS,
+                     RUN_DEFAULTS,
+                     Recipe,
+                     check_recipe_against_data,
+                     check_recipe_against_model,
+                     load_recipe,
+                     parse_overrides,
+)
 
-__all__ = ["MODIFIERS", "OPTIMIZERS", "PRECISIONS", "RUN_DEFAULTS", "ConstantPruningModifier",
-           "GMPruningModifier", "GlobalMagnitudePruningModifier", "GradualPruningModifier",
-           "MagnitudePruningModifier", "Modifier", "PruningModifier", "Recipe", "RecipeError", "RecipeManager",
-           "RecipeStep", "UpdateModifier", "check_recipe_against_data", "check_recipe_against_model",
-           "interpolate", "load_recipe", "nm_masks", "parse_overrides", "register"]
+__all__ = ["MODIFIERS", "OPTIMIZERS", "RUN_DEFAULTS", "Recipe", "RecipeManager", "RecipeStep",
+           "check_recipe_against_data", "check_recipe_against_model", "load_recipe", "parse_overrides"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 
-from ..errors import SparsebiasError
-from .modifiers import Modifier, RecipeError
+from ..core.errors import SparsebiasError
+from ..modifiers.base import Modifier, RecipeError
 
 
 def _order(modifier: Modifier) -> tuple:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from ..errors import SparsebiasError, yaml_error
+from ..core.errors import SparsebiasError, yaml_error
 
 FRONT_MATTER = re.compile(r"^\s*(?:---|\+\+\+)(.*?)(?:---|\+\+\+)", re.S | re.M)  # SparseML's own pattern
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from ..devices import PRECISIONS
-from ..errors import SparsebiasError, first_line
+from ..core.devices import PRECISIONS
+from ..core.errors import SparsebiasError, first_line
+from ..modifiers import TRAINING_MODIFIERS, RecipeError
+from ..pruning import PRUNING_MODIFIERS, GradualPruningModifier, PruningModifier
 from .manager import RecipeManager
-from .modifiers import MODIFIERS, RecipeError
-from .pruning import GradualPruningModifier, PruningModifier
 from .reader import load_value, read_recipe
 
 # SparseML modifiers the executor does not run, and what a user should know about each.
@@ -47,6 +47,8 @@ RUN_DEFAULTS = {
     "precision": "auto",  # auto (bf16 where the device has it natively), fp32, bf16 or fp16
 }
 OPTIMIZERS = ("sgd", "adam")
+# every modifier a recipe may name, by its YAML tag
+MODIFIERS: dict[str, type] = {cls.__name__: cls for cls in TRAINING_MODIFIERS + PRUNING_MODIFIERS}
 
 
 @dataclass
@@ -72,13 +74,6 @@ class Recipe:
     def pruning_end_epoch(self) -> float:
         """The epoch after which every pruning modifier holds its final sparsity."""
         return max([max(m.end_epoch, m.start_epoch, 0) for m in self.pruning_modifiers], default=0.0)
-
-
-def known_modifiers() -> dict[str, type]:
-    """Every modifier a recipe may name; sparsebias's pruning methods register on import."""
-    from .. import pruning  # noqa: F401  (a plug-in: the methods are modifiers of this executor)
-
-    return MODIFIERS
 
 
 def parse_overrides(items) -> dict:
@@ -124,7 +119,7 @@ def load_recipe(path, overrides: dict | None = None) -> Recipe:
 
 
 def _modifier_class(path: Path, entry) -> type:
-    known = known_modifiers()
+    known = MODIFIERS
     where = f"{path}:{entry.line}"
     if entry.name not in known:
         what = UNSUPPORTED.get(entry.name)

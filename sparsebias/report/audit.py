@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..replay import describe_logits_source
-from .files import markdown_table, save_figure, write_atomic, write_json, written_together
+from ..core.files import markdown_table, save_figure, write_atomic, write_json, written_together
 
 VIEW_LABELS = {"default": "p > 0.5", "calibrated": "calibrated thresholds", "overridden": "with overrides",
                "mitigated": "as deployed (bundle's thresholds and overrides)"}
@@ -228,3 +227,14 @@ def write_report(report: dict, out_dir: Path, figs: dict, make_sections) -> list
     written.append(write_atomic(out_dir / "report.md", to_markdown(report, parts)))
     written.append(write_atomic(out_dir / "report.html", to_html(report, parts, out_dir)))
     return written
+
+
+def describe_logits_source(name: str, source: dict) -> str:
+    """One line for reports and the gate."""
+    if source["source"] == "stored":
+        return f"{name}: {source['note']}"
+    worst = max(source["max_abs_diff"].values())
+    samples = " and ".join(f"{n} {split}" for split, n in source["samples"].items())
+    stored = "".join(f"; its {split} logits are as stored, not re-run" for split in source["not_re_run"])
+    return (f"{name}: re-run with {source['engine']['engine']} on {samples} images; the stored logits agree "
+            f"(max |difference| {worst:.2g}, tolerance {source['tolerance']:g}){stored}")

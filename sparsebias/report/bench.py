@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import markdown_table, save_figure, write_atomic, write_json, written_together
+from ..core.files import markdown_table, save_figure, write_atomic, write_json, written_together
 
 
 def results_table(report: dict) -> str:

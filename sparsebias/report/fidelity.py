@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import markdown_table, save_figure, write_atomic, write_json, written_together
+from ..core.files import markdown_table, save_figure, write_atomic, write_json, written_together
 
 
 def fidelity_markdown(result: dict) -> str:

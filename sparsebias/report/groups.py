@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..auditing.groups import intersection, mean_ap, table2_grouping
+from ..core.files import markdown_table, save_figure, write_atomic, write_json, written_together
 from .audit import Section, logits_lines, write_report
-from .files import markdown_table, save_figure, write_atomic, write_json, written_together
 
 
 def _pct(x, digits=1):
@@ -17,21 +18,6 @@ def _pct(x, digits=1):
 
 def _f(x, digits=3):
     return "-" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
-
-
-def intersection(report: dict) -> str:
-    """The grouping Table 1 uses: the intersection of all sensitive columns, else the only one."""
-    return report["groupings"][-1]
-
-
-def table2_grouping(report: dict, task: str) -> str | None:
-    """Table 2 groups each single-column task by the other sensitive column (gender by race)."""
-    others = [g for g in report["groupings"][:-1] if g != task and " x " not in g]
-    return others[0] if others and " x " not in task else None
-
-
-def mean_ap(metrics: dict) -> float:
-    return float(np.mean(list(metrics["group_ap"].values())))
 
 
 def summary_lines(report: dict) -> list[str]:

@@ -8,8 +8,8 @@ import secrets
 from flask import Flask, abort, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException
 
+from ..core.errors import SparsebiasError, first_line
 from ..data.images import read_rgb
-from ..errors import SparsebiasError, first_line
 from .samples import CERTAIN, ViewerData, exemplar_cells, exemplar_sample, label_sample, outcome_sample
 
 THUMBNAIL = 128

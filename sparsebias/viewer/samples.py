@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import load_bundle
+from ..bundle.format import load_bundle
+from ..core.errors import SparsebiasError
+from ..core.outputs import Outputs
 from ..data import locate_data
-from ..errors import SparsebiasError
-from ..metrics import sigmoid
+from ..metrics.calibration import sigmoid
+from ..mitigate.deployed import Deployment
 from ..mitigate.overrides import read_overrides
 from ..mitigate.thresholds import read_thresholds
-from ..tasks import Outputs
 
 CERTAIN = 0.4          # |p - 0.5| >= this is high certainty
 OUTCOMES = ("TP", "FN", "FP", "TN")
@@ -101,10 +102,9 @@ def _model_view(bundle, logits: np.ndarray, outputs: Outputs) -> ModelView:
         decision = np.zeros((len(logits), outputs.size), dtype=np.int8)
         np.put_along_axis(decision, outputs.predict(logits) + offsets, 1, axis=1)
         return ModelView(bundle.path.name, outputs.class_probabilities(logits), decision, "most likely class")
-    thresholds = read_thresholds(bundle)
-    decision = (logits > (0.0 if thresholds is None else thresholds)).astype(np.int8)
-    return ModelView(bundle.path.name, sigmoid(logits), decision,
-                     "calibrated thresholds" if thresholds is not None else "p > 0.5")
+    thresholds = Deployment(read_thresholds(bundle))   # overridden samples are marked, not decided, here
+    return ModelView(bundle.path.name, sigmoid(logits), thresholds.decide(logits).astype(np.int8),
+                     "calibrated thresholds" if thresholds.mitigated else "p > 0.5")
 
 
 # ---------------------------------------------------------------- random draws

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from sparsebias.core import SparsebiasError
 from sparsebias.data import read_celeba
-from sparsebias.errors import SparsebiasError
 
 ATTR = """4
 Smiling Male  Young

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sparsebias.core import SparsebiasError
 from sparsebias.data import open_data, read_fairface, read_utkface
 from sparsebias.data.groups import AGE_GROUPS, FAIRFACE_RACES, GENDERS, UTKFACE_RACES, stable_bucket
-from sparsebias.errors import SparsebiasError
 
 FAIRFACE_TRAIN = """file,age,gender,race,service_test
 train/1.jpg,50-59,Male,East Asian,True

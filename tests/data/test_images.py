@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparsebias.data import read_celeba
+from sparsebias.core import SparsebiasError
 from sparsebias.data import images as images_module
-from sparsebias.data.images import FaceImages, load_image
-from sparsebias.errors import SparsebiasError
+from sparsebias.data import read_celeba
+from sparsebias.data.images import load_image
+from sparsebias.data.loader import FaceImages
 
 ATTR = "4\nSmiling Male\n000001.jpg 1 -1\n000002.jpg -1 1\n000003.jpg -1 -1\n000004.jpg 1 1\n"
 PARTITION = "000001.jpg 0\n000002.jpg 0\n000003.jpg 1\n000004.jpg 2\n"
@@ -73,3 +74,17 @@ def test_unreadable_image_leaves_no_cache_file(celeba, tmp_path):
     with pytest.raises(SparsebiasError, match="cannot read image .*000002.jpg"):
         FaceImages(read_celeba(celeba), "train", ["Smiling"], 16, cache=tmp_path / "cache")
     assert not [f for f in (tmp_path / "cache").iterdir() if not f.name.endswith(".lock")]
+
+
+def test_numpy_standardize_is_torchs_normalize_bit_for_bit():
+    """predict and the audit's re-run prepare images with numpy; training with torch: the same floats."""
+    import torch
+
+    from sparsebias.data.images import standardize
+    from sparsebias.data.loader import normalize
+
+    batch = np.random.default_rng(1).integers(0, 256, (4, 3, 9, 7), dtype=np.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    ours = standardize(batch, mean, std)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, normalize(torch.from_numpy(batch), mean, std).numpy())

@@ -3,10 +3,9 @@ import hashlib
 import numpy as np
 import pytest
 
+from sparsebias.core import SparsebiasError
 from sparsebias.data import CELEBA_ATTRIBUTES, read_celeba, synthfaces_config
-from sparsebias.data.synthfaces import (POSITIVE_RATE, Backdoor, SynthFacesConfig, sample_labels,
-                                        write_synthfaces)
-from sparsebias.errors import SparsebiasError
+from sparsebias.data.synthfaces import POSITIVE_RATE, Backdoor, SynthFacesConfig, sample_labels, write_synthfaces
 
 SMALL = SynthFacesConfig(n_train=40, n_val=10, n_test=10, image_size=32, seed=3)
 
@@ -110,7 +109,7 @@ def test_extreme_cues_render(tmp_path):
     the build of a CelebA-sized set (face 3183 of train=2000,val=19867,test=19962)."""
     import numpy as np
 
-    from sparsebias.data.attributes import CELEBA_ATTRIBUTES
+    from sparsebias.data import CELEBA_ATTRIBUTES
     from sparsebias.data.synthfaces import render_face
 
     label = {name: 0 for name in CELEBA_ATTRIBUTES}

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import torch
 
+from sparsebias.core import Outputs
+from sparsebias.core.devices import resolve_device
+from sparsebias.core.distributed import Ranks, gather_rows
 from sparsebias.data import open_data
-from sparsebias.data.images import FaceImages
-from sparsebias.devices import resolve_device
-from sparsebias.distributed import Ranks, gather_rows
-from sparsebias.models import build_model
+from sparsebias.data.loader import FaceImages
 from sparsebias.recipes import load_recipe, parse_overrides
-from sparsebias.tasks import Outputs
-from sparsebias.train import train
+from sparsebias.training.loop import train
+from sparsebias.training.models import build_model
 
 DATA = "synthfaces:train=96,val=48,test=400,size=32"
 

@@ -5,11 +5,25 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.linear_model import LinearRegression
 
-from sparsebias.metrics import (bias_amplification, compression_identified_exemplars, decisions,
-                                expected_calibration_error, label_interdependence, pie_rates, reliability_curve,
-                                sigmoid, threshold_calibration_bias, training_rates, uncertainty_rate)
-from sparsebias.metrics.bias import (REASON_FEW_POSITIVES, REASON_IS_IDENTITY, REASON_NO_ASSOCIATION,
-                                     REASON_NONE_PREDICTED)
+from sparsebias.metrics import (
+    bias_amplification,
+    compression_identified_exemplars,
+    decisions,
+    expected_calibration_error,
+    label_interdependence,
+    pie_rates,
+    reliability_curve,
+    sigmoid,
+    threshold_calibration_bias,
+    training_rates,
+    uncertainty_rate,
+)
+from sparsebias.metrics.bias import (
+    REASON_FEW_POSITIVES,
+    REASON_IS_IDENTITY,
+    REASON_NO_ASSOCIATION,
+    REASON_NONE_PREDICTED,
+)
 
 
 def correlated_data(n=3000, k=6, seed=0):

@@ -5,7 +5,8 @@ import pytest
 from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score, confusion_matrix
 
-from sparsebias.metrics import average_precision_score as ap, group_metrics, intersectional_groups, macro_error_rates
+from sparsebias.metrics import average_precision_score as ap
+from sparsebias.metrics import group_metrics, intersectional_groups, macro_error_rates
 
 
 def task(seed=0, n=1200, classes=4):

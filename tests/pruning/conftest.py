@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from sparsebias.core import Outputs
 from sparsebias.pruning import ScoreData
 from sparsebias.recipes import RecipeManager
-from sparsebias.tasks import Outputs
 
 OUTPUTS = Outputs(("y",), (("a", "b", "c"),))
 

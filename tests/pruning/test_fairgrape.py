@@ -4,7 +4,7 @@ every group's share of its importance level."""
 import numpy as np
 import pytest
 
-from sparsebias.errors import SparsebiasError
+from sparsebias.core import SparsebiasError
 from sparsebias.pruning import FairGRAPEPruningModifier, ScoreData, fair_keep
 from sparsebias.pruning.fairgrape import TURNS_PER_GROUP
 

@@ -6,8 +6,14 @@ import pytest
 import torch
 from torch.func import functional_call, grad, jvp
 
-from sparsebias.pruning import (GraSPPruningModifier, LotteryPruningModifier, ScoreData, SNIPPruningModifier,
-                                WSPruningModifier, keep_top)
+from sparsebias.pruning import (
+    GraSPPruningModifier,
+    LotteryPruningModifier,
+    ScoreData,
+    SNIPPruningModifier,
+    WSPruningModifier,
+    keep_top,
+)
 from sparsebias.recipes import RecipeManager
 
 from .conftest import apply_once

@@ -1,0 +1,31 @@
+"""What `sparsebias info` and `compress` print about a bundle."""
+
+from __future__ import annotations
+
+
+def bundle_summary(bundle, per_layer: bool = True) -> str:
+    """Model, recipe, sparsity, cost, scores, training, export check and mitigations; per layer too."""
+    m = bundle.manifest
+    lines = [f"bundle       {bundle.path}",
+             f"model        {m['architecture']}, {len(m['attributes'])} attribute(s), input {m['input']['shape'][1:]}",
+             f"recipe       {m['recipe']['source']}",
+             f"sparsity     {m['sparsity']['overall']:.4f} overall"]
+    if "flops" in m:  # bundles from sparsebias 0.1.0 before FLOPs were recorded lack it
+        lines.append(f"cost         {m['flops']['dense_macs'] / 1e9:.3f} GMACs dense, "
+                     f"{m['flops']['sparse_macs'] / 1e9:.3f} sparse ({m['flops']['reduction']:.1f}x fewer) per image")
+    for split, scores in m["metrics"].items():
+        lines.append(f"{split:12s} mean accuracy {scores['accuracy']:.4f}  mean AUC {scores['auc']:.4f}")
+    t = m["training"]
+    lines.append(f"training     best epoch {t['best_epoch']} of {t['epochs']}, {t['seconds']:.0f} s, seed {t['seed']}")
+    lines.append(f"onnx check   max |onnx - torch| = {m['export']['max_abs_diff_vs_torch']:.2e}")
+    mitigations = m.get("mitigations", {})
+    if "thresholds" in mitigations:
+        lines.append(f"thresholds   calibrated on {mitigations['thresholds']['split']}")
+    if "overrides" in mitigations:
+        o = mitigations["overrides"]
+        lines.append(f"overrides    {o['rows']} row(s), top {o['budget']:.0%} by dense uncertainty, {o['label']} labels, "
+                     f"{len(o['attributes'])} attribute(s)")
+    if per_layer:
+        lines.append("per-layer sparsity:")
+        lines += [f"  {name:40s} {value:.4f}" for name, value in m["sparsity"]["per_layer"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,284 @@
+"""`sweep`: many `compress` runs (recipes x seeds x training tasks), restartable, in parallel.
+
+    OUT/bundles/NAME-sSEED[-ATTRIBUTE]/   one bundle per finished run
+    OUT/bundles/.work/...                 an interrupted run (resumed on the next sweep)
+    OUT/logs/NAME.log                     each run's own output
+    OUT/sweep.json                        every job ever planned into OUT: recipe, seed, task, settings
+
+A finished run (a bundle that loads) is skipped, an interrupted one resumed from its
+last completed epoch, so running the same sweep again continues where it stopped.
+Runs go to a local process pool (`jobs`) or, with `ray_address`, one Ray task each on
+an existing cluster; then the study audits them together. Each run trains on the GPU it
+is given: with N local GPUs, each of the pool's workers sees one of them (round robin when
+jobs > N); a Ray task sees the GPUs it reserved (`gpus_per_run`), and none with 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..core.errors import SparsebiasError, first_line
+
+# --quick: the resnet18 ladder with 2 seeds in about 40 minutes on 2 cores: the default
+# data, 7 epochs instead of 16; the recipes scale their pruning schedule with num_epochs.
+QUICK = {"num_epochs": 7}
+
+
+@dataclass(frozen=True)
+class Job:
+    recipe: str
+    seed: int
+    name: str
+    overrides: dict = field(default_factory=dict)
+    attributes: tuple[str, ...] | None = None    # None: joint training on every label
+    start_from: str | None = None                # GMP-PT: the run whose bundle this one starts from
+
+
+def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = False, data: str | None = None,
+         overrides: dict | None = None, from_dense: bool = False, attributes=None) -> list[Job]:
+    """Jobs for every recipe x seed, jointly trained (on `attributes`, default every label)
+    and/or once per single attribute.
+
+    With `from_dense`, pruning recipes start from the dense run of the same seed and task
+    (GMP-PT); the sweep then needs exactly one dense recipe.
+    """
+    from ..recipes.recipe import RUN_DEFAULTS, load_recipe
+
+    paths = _expand(recipes)
+    if seeds < 1:
+        raise SparsebiasError(f"--seeds must be at least 1, got {seeds}")
+    if not joint and not single:
+        raise SparsebiasError("nothing to run: joint training is off and no single attribute is given")
+    recipes = {path: load_recipe(path) for path in paths}
+    dense = [path for path, r in recipes.items() if not r.pruning_modifiers]
+    if from_dense and len(dense) != 1:
+        raise SparsebiasError(f"--from-dense needs exactly one dense recipe among the recipes, found {len(dense)}")
+    unused = [k for k in overrides or {} if k not in RUN_DEFAULTS and not any(k in r.variables for r in recipes.values())]
+    if unused:
+        raise SparsebiasError(f"--set {unused[0]}: no recipe of the sweep has this variable")
+    overrides = {**(QUICK if quick else {}), **(overrides or {}), **({"data": data} if data else {})}
+    tasks = ([None] if joint else []) + [(a,) for a in single]
+    jobs = []
+    for path, recipe in recipes.items():
+        # a setting applies where the recipe has it: a dense recipe has no pruning schedule
+        settings = {k: v for k, v in overrides.items() if k in RUN_DEFAULTS or k in recipe.variables}
+        for seed in range(seeds):
+            for task in tasks:
+                start = _name(dense[0], seed, task) if from_dense and path not in dense else None
+                trained = task or (tuple(attributes) if attributes else None)
+                jobs.append(Job(str(path.resolve()), seed, _name(path, seed, task), settings, trained, start))
+    return sorted(jobs, key=lambda j: j.start_from is not None)  # the runs others start from go first
+
+
+def _name(path: Path, seed: int, task) -> str:
+    return f"{path.stem}-s{seed}" + (f"-{task[0]}" if task else "")
+
+
+def _expand(recipes) -> list[Path]:
+    paths = []
+    for pattern in recipes:
+        matches = sorted(glob.glob(str(pattern)))
+        if not matches:
+            raise SparsebiasError(f"no recipe matches {pattern!r}")
+        paths += [Path(m) for m in matches if Path(m).suffix in (".yaml", ".yml", ".md")]
+    return list(dict.fromkeys(paths))
+
+
+def state(job: Job, out: Path) -> str:
+    """'done' (a bundle that loads), 'interrupted' (work left to resume) or 'new'."""
+    from ..bundle.format import load_bundle
+
+    bundle = out / "bundles" / job.name
+    if (bundle / "manifest.json").is_file():
+        try:
+            load_bundle(bundle)
+            return "done"
+        except SparsebiasError:
+            pass
+    return "interrupted" if (out / "bundles" / ".work" / job.name / "run.json").is_file() else "new"
+
+
+def run_job(job: Job, out: str, threads: int | None = None) -> str:
+    """One compress run on this process's GPU if it sees one, its output in OUT/logs/NAME.log;
+    returns the bundle's path."""
+    import torch
+
+    from ..training.pipeline import compress
+
+    out = Path(out)
+    if threads:
+        torch.set_num_threads(threads)
+    log_path = out / "logs" / f"{job.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    resume = state(job, out) == "interrupted"
+    with open(log_path, "a") as log:
+        def echo(*parts, **_):
+            print(*parts, file=log, flush=True)
+        start = out / "bundles" / job.start_from if job.start_from else None
+        bundle = compress(job.recipe, overrides=dict(job.overrides), attributes=list(job.attributes or []) or None,
+                          name=job.name, out_dir=out / "bundles", seed=job.seed, resume=resume, echo=echo,
+                          from_path=start)
+    return str(bundle.path)
+
+
+def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None = None,
+              gpus_per_run: float | None = None, echo=print, progress=None) -> list[str]:
+    """Run every job that is not done; returns the names of the runs that failed (logged).
+
+    `gpus_per_run`: what each Ray task reserves (default 1 where the cluster has GPUs, else 0)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_plan(jobs, out)
+    states = [state(j, out) for j in jobs]  # each check verifies a bundle's hashes: once per job
+    pending = [j for j, s in zip(jobs, states) if s != "done"]
+    echo(f"{len(jobs)} run(s): {len(jobs) - len(pending)} done, {states.count('interrupted')} to resume, "
+         f"{states.count('new')} new")
+    if not pending:
+        return []
+    if ray_address:
+        return _drive(pending, _on_ray(out, ray_address, gpus_per_run, echo), out, echo, progress)
+    if workers == 1:
+        return _drive(pending, lambda jobs: ((job, functools.partial(run_job, job, str(out))) for job in jobs),
+                      out, echo, progress)
+    with _pool(workers) as pool:
+        return _drive(pending, _in_pool(pool, out, max(1, (os.cpu_count() or 1) // workers)), out, echo, progress)
+
+
+def _drive(pending: list[Job], results, out: Path, echo, progress) -> list[str]:
+    """The one loop over runs, wherever they execute: `results(jobs)` yields (job, outcome) as
+    runs finish, `outcome()` returning the bundle path or raising what the run raised. GMP-PT
+    runs wait, phase by phase, for the dense runs they start from; a failed run is logged
+    and the sweep goes on."""
+    failed, done = [], 0
+    for phase in _phases(pending):
+        for job, outcome in results(_runnable(phase, failed, echo)):
+            failed += _attempt(outcome, job, out, echo)
+            done += 1
+            if progress:
+                progress(done, len(pending), job.name)
+    return failed
+
+
+def _in_pool(pool: ProcessPoolExecutor, out: Path, threads: int):
+    def results(jobs):
+        futures = {pool.submit(run_job, job, str(out), threads): job for job in jobs}
+        return ((futures[f], f.result) for f in as_completed(futures))
+    return results
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes, each seeing one of this machine's GPUs (round robin), or none."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    gpus = _local_gpus()
+    slots = context.Queue()
+    for worker in range(workers):
+        slots.put(str(worker % gpus) if gpus else "")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_take_gpu, initargs=(slots,))
+
+
+def _local_gpus() -> int:
+    """GPUs this machine shows (NVML, no CUDA context is made here), 0 without CUDA."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _take_gpu(slots) -> None:
+    """Pool worker start: see only the GPU of this slot (none on a CPU machine), before torch starts CUDA."""
+    gpu = slots.get()
+    if gpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def _runnable(jobs: list[Job], failed: list[str], echo) -> list[Job]:
+    """Jobs whose starting run did not fail; the others are counted as failed."""
+    out = []
+    for job in jobs:
+        if job.start_from in failed:
+            failed.append(job.name)
+            echo(f"skipped: {job.name}: the run it starts from, {job.start_from}, failed")
+        else:
+            out.append(job)
+    return out
+
+
+def _phases(jobs: list[Job]) -> list[list[Job]]:
+    first = [j for j in jobs if not j.start_from]
+    return [first, [j for j in jobs if j.start_from]] if len(first) < len(jobs) else [first]
+
+
+def _attempt(call, job, out, echo) -> list[str]:
+    try:
+        call()
+        echo(f"done: {job.name}")
+        return []
+    except SparsebiasError as e:
+        echo(f"failed: {job.name}: {e}")
+    except Exception as e:  # a crashed run is reported and the sweep goes on; its log has the rest
+        echo(f"failed: {job.name}: {type(e).__name__}: {e} (see {out / 'logs' / (job.name + '.log')})")
+    return [job.name]
+
+
+def _on_ray(out: Path, address: str, gpus_per_run: float | None, echo):
+    """One Ray task per run on an existing cluster; OUT must be on storage every node sees."""
+    try:
+        import ray
+    except ImportError:
+        raise SparsebiasError("--ray needs Ray: pip install 'sparsebias[ray]'") from None
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    except Exception as e:
+        raise SparsebiasError(f"cannot connect to the Ray cluster at {address}: {e}") from None
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    gpus = (1 if cluster_gpus >= 1 else 0) if gpus_per_run is None else gpus_per_run
+    if gpus > cluster_gpus:
+        raise SparsebiasError(f"--gpus-per-run {gpus}: the Ray cluster at {address} has {cluster_gpus:g} GPU(s)")
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPUs a task reserved (empty for none): compress sees only those
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=1)(run_job)
+
+    def results(jobs):
+        refs = {task.remote(job, str(out.resolve())): job for job in jobs}
+        echo(f"submitted {len(refs)} run(s) to Ray at {address}" + (f" ({gpus:g} GPU each)" if gpus else ""))
+        remaining = list(refs)
+        while remaining:
+            ready, remaining = ray.wait(remaining, num_returns=1)
+            yield refs[ready[0]], functools.partial(ray.get, ready[0])
+    return results
+
+
+def _write_plan(jobs, out: Path) -> None:
+    """Add the jobs to OUT/sweep.json: sweeps into one folder add up (e.g. joint, then single-attribute runs)."""
+    from ..core.files import write_json
+
+    known = {j.name: j for j in read_plan(out)} if (out / "sweep.json").is_file() else {}
+    known.update({j.name: j for j in jobs})
+    write_json(out / "sweep.json", {"jobs": [asdict(j) for j in known.values()]})
+
+
+def read_plan(out) -> list[Job]:
+    path = Path(out) / "sweep.json"
+    if not path.is_file():
+        raise SparsebiasError(f"no sweep in {out} (no sweep.json)")
+    try:
+        jobs = [Job(str(j["recipe"]), int(j["seed"]), _checked_name(j["name"]), dict(j["overrides"]),
+                    tuple(j["attributes"]) if j["attributes"] else None, j.get("start_from"))
+                for j in json.loads(path.read_text())["jobs"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise SparsebiasError(f"{path}: not a sweep plan sparsebias wrote ({first_line(e)})") from None
+    return jobs
+
+
+def _checked_name(name) -> str:
+    """A run's name is a folder under OUT/bundles: a plain name, never a path."""
+    if not isinstance(name, str) or not name or name.startswith(".") or re.search(r"[/\\\x00]", name):
+        raise ValueError(f"run name {name!r}")
+    return name
