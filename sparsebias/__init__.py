@@ -3,6 +3,7 @@
 The verbs, each a plain function (the CLI is a thin layer over them):
 
     bundle = sparsebias.compress("recipes/resnet18_99.yaml")
+    int8 = sparsebias.quantize(bundle)                                 # an INT8 bundle beside it
     report = sparsebias.audit(bundle, "exported/resnet18_dense")      # .to_frame(): one row per attribute
     sparsebias.calibrate(bundle); sparsebias.overrides(bundle, "exported/resnet18_dense")
     result = sparsebias.gate(bundle, "policies/release.yaml")          # .passed, .to_frame()
@@ -23,7 +24,7 @@ from .core.errors import SparsebiasError  # noqa: E402
 
 # verb -> the stage that offers it; loaded on first use, so `import sparsebias` does not load torch
 _VERBS = {
-    "compress": "training", "load_bundle": "bundle", "open_data": "data", "audit": "auditing",
+    "compress": "training", "quantize": "quantization", "load_bundle": "bundle", "open_data": "data", "audit": "auditing",
     "calibrate": "auditing", "overrides": "auditing", "gate": "policy", "bench": "engines", "predict": "engines",
     "sweep": "study", "AuditReport": "auditing", "GateResult": "policy", "BenchReport": "engines",
     "Predictions": "engines", "Study": "study", "Bundle": "bundle",
@@ -31,7 +32,7 @@ _VERBS = {
 
 __all__ = ["AuditReport", "BenchReport", "Bundle", "GateResult", "Predictions", "SparsebiasError", "Study",
            "__version__", "audit", "bench", "calibrate", "compress", "gate", "load_bundle", "open_data", "overrides",
-           "predict", "sweep"]
+           "predict", "quantize", "sweep"]
 
 
 def __getattr__(name):

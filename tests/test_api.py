@@ -100,6 +100,10 @@ def test_mitigations_gate_bench_and_predict(pruned, dense_bundle, tmp_path):
     frame = result.to_frame()
     assert list(frame["passed"]) == [True, False] and frame.loc[1, "rule"] == "max uncertainty max -1"
 
+    as_mapping = sparsebias.gate(mitigated, {"rules": [{"metric": "accuracy", "aggregate": "mean", "max_decrease": 1}]},
+                                 reference=dense_bundle, replay=False)
+    assert as_mapping.passed and "the logits the bundles store" in as_mapping.to_dict()["judged"]
+
     speed = sparsebias.bench([mitigated], engines=["onnxruntime"], batch_sizes=[2], warmup_s=0, duration_s=0.2)
     row = speed.to_frame().loc[("pruned", "onnxruntime", 2)]
     assert row["items_per_second"] > 0 and row["speedup_vs_onnxruntime"] == pytest.approx(1.0)
@@ -116,3 +120,5 @@ def test_mitigations_gate_bench_and_predict(pruned, dense_bundle, tmp_path):
     clear = (frame["overridden"] == "").to_numpy()[:, None] & (np.abs(logit - thresholds) > 1e-3)
     np.testing.assert_array_equal(decided[clear], (logit > thresholds)[clear].astype(int))
     assert found.to_dict()["decided_by"].startswith("calibrated thresholds")
+    one = sparsebias.predict(mitigated, str(images[0]), engine="onnxruntime").to_frame()   # one path, not a list
+    pd.testing.assert_frame_equal(one, frame.iloc[:1])

@@ -1,8 +1,8 @@
 """Inference cost counted from the ONNX graph, the way the pruning literature counts it.
 
-Conv, Gemm and MatMul-with-weights cost one multiply-add (MAC) per weight per output
-position; the sparse count keeps only the non-zero weights, since a sparse engine skips
-the rest. Every other op is counted dense, one operation per output element (pooling:
+Conv, Gemm and MatMul-with-weights (and their INT8 forms, QLinearConv and QLinearMatMul)
+cost one multiply-add (MAC) per weight per output position; the sparse count keeps only
+the non-zero weights, since a sparse engine skips the rest. Every other op is counted dense, one operation per output element (pooling:
 per window element). Counts are per image. FLOPs are reported as 2 x MACs, as in the
 CVPR 2023 paper's Table 1 (dense resnet18 at 224x224: 1.82 GMACs, 3.64 GFLOPs).
 """
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+WEIGHTED_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "QLinearConv": 3, "QLinearMatMul": 3}   # op -> weight input
+ELEMENTWISE_CONTRIB_OPS = ("QLinearAdd", "QLinearMul")   # com.microsoft ops ONNX shape inference does not know
 FREE_OPS = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Constant",
             "Identity", "Transpose", "Cast", "Dropout"}
 
@@ -61,12 +62,11 @@ class FlopReport:
 def count_flops(model) -> FlopReport:
     """Count one image's cost through an onnx.ModelProto (or a path to one)."""
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import numpy_helper
 
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
-    model = _with_batch_one(model)
-    graph = shape_inference.infer_shapes(model).graph
+    graph = _inferred(_with_batch_one(model)).graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in (*graph.input, *graph.value_info, *graph.output)}
     weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
@@ -90,6 +90,27 @@ def count_flops(model) -> FlopReport:
     return report
 
 
+def _inferred(model):
+    """Shape inference, carried through com.microsoft's element-wise ops (INT8 graphs): their
+    output takes their first input's shape, and inference runs again from there."""
+    import onnx
+    from onnx import shape_inference
+
+    while True:
+        inferred = shape_inference.infer_shapes(model)
+        known = {v.name: v for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)}
+        added = False
+        for node in inferred.graph.node:
+            if node.op_type in ELEMENTWISE_CONTRIB_OPS and node.output[0] not in known and node.input[0] in known:
+                info = onnx.ValueInfoProto()
+                info.CopyFrom(known[node.input[0]])
+                info.name = node.output[0]
+                model.graph.value_info.append(info)
+                added = True
+        if not added:
+            return inferred
+
+
 def _with_batch_one(model):
     """A copy whose graph input has batch 1, so shape inference gives concrete sizes."""
     import onnx
@@ -103,14 +124,15 @@ def _with_batch_one(model):
 
 
 def _weight_of(node, weights):
-    if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+    index = WEIGHTED_OPS.get(node.op_type)
+    if index is None or len(node.input) <= index:
         return None
-    return weights.get(node.input[1])
+    return weights.get(node.input[index])
 
 
 def _weight_uses(node, weight, out_shape) -> int:
     """How many times each weight is multiplied per image."""
-    if node.op_type == "Conv":
+    if node.op_type in ("Conv", "QLinearConv"):
         return int(np.prod(out_shape[2:]))          # once per output position
     return int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1  # Gemm/MatMul: once per row
 

@@ -1,6 +1,6 @@
 """The command line: one thin command per verb over the library (parse, call, print).
 
-Commands live by pipeline stage: train (compress, fidelity), bundles (info, keygen,
+Commands live by pipeline stage: train (compress, quantize, fidelity), bundles (info, keygen,
 sign), inference (bench, predict), audit (audit, calibrate, overrides, gate), study
 (sweep) and view.
 """
@@ -12,7 +12,7 @@ from .bundles import info, keygen, sign
 from .common import EXIT_USER_ERROR, Group
 from .inference import bench, predict
 from .study import sweep
-from .train import compress, fidelity
+from .train import compress, fidelity, quantize
 from .view import view
 
 
@@ -22,7 +22,7 @@ def main():
     """Compress vision classifiers, run them sparse, and audit them for bias."""
 
 
-for command in (compress, fidelity, info, keygen, sign, bench, predict, audit, calibrate, overrides, gate, sweep,
+for command in (compress, fidelity, quantize, info, keygen, sign, bench, predict, audit, calibrate, overrides, gate, sweep,
                 view):
     main.add_command(command)
 

@@ -43,6 +43,9 @@ def bench(models, engines, batch_sizes, cores, reference, warmup, duration, prof
     for a in report.disagreements:
         click.echo(f"warning: {a['engine']} differs from onnxruntime by {a['max_abs_diff']:.2e} on {a['model']}",
                    err=True)
+    for r in report.fallbacks:
+        click.echo(f"warning: deepsparse ran {r['supported_share']:.0%} of {r['model']}'s graph; the rest ran on its "
+                   "bundled onnxruntime, so its figures are not DeepSparse's", err=True)
     written = write_bench(report, out_dir)
     click.echo("wrote " + ", ".join(map(str, written)))
 

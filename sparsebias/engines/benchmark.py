@@ -74,6 +74,11 @@ class BenchReport:
         """Engines whose outputs differ from onnxruntime's beyond their tolerance, per model."""
         return [a for a in self.document["agreement"] if not a["agrees"]]
 
+    @property
+    def fallbacks(self) -> list[dict]:
+        """DeepSparse measurements of graphs it ran only in part (the rest on its bundled onnxruntime)."""
+        return [r for r in self.document["results"] if r.get("supported_share", 1.0) < 1.0]
+
     def to_dict(self) -> dict:
         return self.document
 
@@ -83,7 +88,8 @@ class BenchReport:
                  "reference": r["reference"], "items_per_second": r["items_per_second"],
                  **{f"latency_ms_{k}": v for k, v in r["latency_ms"].items()},
                  "speedup_vs_onnxruntime": r["speedup_vs_onnxruntime"],
-                 "speedup_same_engine": r["speedup_same_engine"]} for r in self.document["results"]]
+                 "speedup_same_engine": r["speedup_same_engine"],
+                 "supported_share": r.get("supported_share")} for r in self.document["results"]]
         return pd.DataFrame.from_records(rows).set_index(["model", "engine", "batch_size"])
 
 
@@ -96,7 +102,7 @@ def bench(models, *, engines=("auto", BASELINE_ENGINE), batch_sizes=(1, 16), cor
     >>> bench(["exported/resnet18_99"], reference="exported/resnet18_dense").to_frame()  # doctest: +SKIP
     """
     names = parse_engines(",".join(engines) if not isinstance(engines, str) else engines)
-    settings = Settings(engines=names, batch_sizes=list(batch_sizes), cores=cores or physical_cores(),
+    settings = Settings(engines=names, batch_sizes=[batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes), cores=cores or physical_cores(),
                         warmup_s=warmup_s, duration_s=duration_s, profile=profile)
     paths = [models] if isinstance(models, (str, Path)) or hasattr(models, "manifest") else list(models)
     return BenchReport(run_bench(paths, settings, reference=reference, progress=progress))

@@ -76,6 +76,13 @@ def find_images(paths) -> list[Path]:
 
 def predict(bundle_path, paths, *, engine: str = AUTO, batch_size: int = 16, cores: int | None = None,
             progress=None) -> Predictions:
+    """Run a bundle (or its folder) on image files and folders (one path or several), with the
+    decisions it deploys; `progress(done, total)` follows the images.
+
+    >>> predict("exported/resnet18_99", "photos/").to_frame()  # doctest: +SKIP
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     model = open_model(bundle_path)
     if model.bundle is None:
         raise SparsebiasError(f"{bundle_path}: predict needs a bundle folder (for attribute names and preprocessing)")

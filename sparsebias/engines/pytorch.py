@@ -22,6 +22,8 @@ class TorchEngine(Engine):
     def cannot_load(cls, model):
         if model.bundle is None:
             return f"{model.onnx_path} is a bare ONNX file; the torch engine needs a bundle's weights"
+        if "model.pt" not in model.bundle.manifest["files"]:
+            return f"{model.bundle.path} has no torch weights (an INT8 bundle runs as ONNX only)"
         return None
 
     def run_batch(self, batch):

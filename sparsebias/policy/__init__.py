@@ -4,6 +4,7 @@ what the models do. `gate()` passes or fails a bundle; the CLI turns that into e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -12,7 +13,7 @@ from ..auditing import REPLAY_ENGINE, AuditReport, inputs_from_bundles, judged
 from ..auditing.attributes import audit as attribute_audit
 from ..bundle import as_bundle, verify_bundle
 from ..core.errors import SparsebiasError
-from .rules import Outcome, Policy, Rule, evaluate, load_policy
+from .rules import Outcome, Policy, Rule, evaluate, load_policy, parse_policy
 
 
 @dataclass(frozen=True)
@@ -52,16 +53,18 @@ class GateResult:
 
 def gate(bundle, policy, *, reference=None, trusted_keys=(), replay: bool = True, data: str | None = None,
          engine: str = REPLAY_ENGINE, progress=None, echo=print) -> GateResult:
-    """Check `bundle` against a policy (a YAML path or a `Policy`) and its reference (the
-    policy's unless given). With `trusted_keys`, both must carry a signature one verifies.
+    """Check `bundle` against a policy (a YAML path, the mapping such a file holds, or a `Policy`)
+    and its reference (the policy's unless given). With `trusted_keys`, both must carry a
+    signature one verifies.
 
     >>> result = gate("exported/resnet18_99", "policies/release.yaml")  # doctest: +SKIP
     >>> result.passed, result.to_frame()                                # doctest: +SKIP
     """
-    rules = policy if isinstance(policy, Policy) else load_policy(policy)
+    rules = policy if isinstance(policy, Policy) else \
+        parse_policy(policy) if isinstance(policy, Mapping) else load_policy(policy)
     reference = reference or rules.reference
     if not reference:
-        raise SparsebiasError(f"no reference: give one or set 'reference:' in {policy}")
+        raise SparsebiasError("no reference: give one or set 'reference:' in the policy")
     loaded = [verify_bundle(b, trusted_keys) if trusted_keys else as_bundle(b) for b in (bundle, reference)]
     # the gate judges one split at p > 0.5 or as deployed; validation logits are not used
     pair = judged(loaded, replay=replay, splits=(rules.split,), data=data, engine=engine, progress=progress, echo=echo)
@@ -69,4 +72,4 @@ def gate(bundle, policy, *, reference=None, trusted_keys=(), replay: bool = True
     return GateResult(evaluate(report.to_dict(), rules), report, rules, replayed=replay)
 
 
-__all__ = ["GateResult", "Outcome", "Policy", "Rule", "evaluate", "gate", "load_policy"]
+__all__ = ["GateResult", "Outcome", "Policy", "Rule", "evaluate", "gate", "load_policy", "parse_policy"]

@@ -83,6 +83,7 @@ class Outcome:
 
 
 def load_policy(path) -> Policy:
+    """A policy from its YAML file."""
     path = Path(path)
     if not path.is_file():
         raise SparsebiasError(f"policy not found: {path}")
@@ -92,20 +93,25 @@ def load_policy(path) -> Policy:
         raise yaml_error(path, e) from None
     except (OSError, UnicodeDecodeError) as e:
         raise SparsebiasError(f"cannot read {path}: {first_line(e)}") from None
+    return parse_policy(data, str(path))
+
+
+def parse_policy(data, where: str = "policy") -> Policy:
+    """A policy from the mapping its YAML holds (`where` names it in errors)."""
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list) or not data["rules"]:
-        raise SparsebiasError(f"{path}: a policy is a mapping with a non-empty list of rules")
+        raise SparsebiasError(f"{where}: a policy is a mapping with a non-empty list of rules")
     unknown = sorted(set(data) - POLICY_KEYS)
     if unknown:
-        raise SparsebiasError(f"{path}: unknown key {unknown[0]!r}; known: {', '.join(sorted(POLICY_KEYS))}")
-    rules = tuple(_rule(r, f"{path}: rule {i}") for i, r in enumerate(data["rules"], 1))
+        raise SparsebiasError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(POLICY_KEYS))}")
+    rules = tuple(_rule(r, f"{where}: rule {i}") for i, r in enumerate(data["rules"], 1))
     split = data.get("split", "test")
     if split not in ("val", "test"):
-        raise SparsebiasError(f"{path}: split must be val or test (the splits a bundle has logits for), got {split!r}")
+        raise SparsebiasError(f"{where}: split must be val or test (the splits a bundle has logits for), got {split!r}")
     mitigations = data.get("mitigations", True)
     if not isinstance(mitigations, bool):
-        raise SparsebiasError(f"{path}: mitigations must be true or false")
+        raise SparsebiasError(f"{where}: mitigations must be true or false")
     return Policy(rules=rules, reference=data.get("reference"), split=split,
-                  identities=_names(data.get("identities"), f"{path}: identities"), mitigations=mitigations)
+                  identities=_names(data.get("identities"), f"{where}: identities"), mitigations=mitigations)
 
 
 def _rule(r, where) -> Rule:

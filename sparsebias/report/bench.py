@@ -14,6 +14,8 @@ def results_table(report: dict) -> str:
         same = f"{r['speedup_same_engine']:.2f}x" if r["speedup_same_engine"] is not None else "-"
         lat = r["latency_ms"]
         engine = r["engine"]
+        if r.get("supported_share", 1.0) < 1.0:   # DeepSparse ran part of the graph, its onnxruntime the rest
+            engine += f" ({r['supported_share']:.0%} of the graph; the rest on its onnxruntime)"
         if "sparse_weight_share" in r:   # what ran on 2:4 sparse kernels
             engine += f" (2:4 kernels: {r['sparse_weight_share']:.0%} of weights)"
         rows.append([r["model"] + (" (ref)" if r["reference"] else ""), engine, r["batch_size"],

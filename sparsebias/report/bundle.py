@@ -15,6 +15,11 @@ def bundle_summary(bundle, per_layer: bool = True) -> str:
                      f"{m['flops']['sparse_macs'] / 1e9:.3f} sparse ({m['flops']['reduction']:.1f}x fewer) per image")
     for split, scores in m["metrics"].items():
         lines.append(f"{split:12s} mean accuracy {scores['accuracy']:.4f}  mean AUC {scores['auc']:.4f}")
+    if "quantization" in m:
+        q = m["quantization"]
+        change = q["change"]["test"]
+        lines.append(f"precision    {q['precision']}, {q['method']} ({q['calibration']['samples']} calibration images); "
+                     f"vs the FP32 parent on test: accuracy {change['accuracy']:+.4f}, AUC {change['auc']:+.4f}")
     t = m["training"]
     lines.append(f"training     best epoch {t['best_epoch']} of {t['epochs']}, {t['seconds']:.0f} s, seed {t['seed']}")
     lines.append(f"onnx check   max |onnx - torch| = {m['export']['max_abs_diff_vs_torch']:.2e}")

@@ -1,0 +1,247 @@
+"""An FP32 ONNX classifier rewritten as an INT8 QOperator graph, the form DeepSparse runs.
+
+Weights: int8, symmetric, one scale per tensor, zero point 0, so a pruned weight stays
+exactly zero. Activations: uint8 with a scale and zero point from calibrated ranges; a
+range that includes 0 keeps 0 exact, and a ReLU folds into the op before it by
+quantizing that op's output with the ReLU's range (zero point 0). Conv becomes
+QLinearConv (int32 bias at scale x_scale * w_scale), Add becomes com.microsoft's
+QLinearAdd; everything else (pooling, the classifier) stays in float behind a
+DequantizeLinear, as DeepSparse 1.8 wants it (shared ENVIRONMENT.md): MaxPool keeps its
+input's quantization, since the maximum of values on one grid is on that grid. Scales
+and zero points are scalars; opset 13.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UINT8_MAX = 255
+INT8_MAX = 127
+MS_DOMAIN = "com.microsoft"
+
+
+@dataclass(frozen=True)
+class QParams:
+    """uint8 quantization of one tensor: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def from_range(cls, low: float, high: float) -> QParams:
+        low, high = min(float(low), 0.0), max(float(high), 0.0)   # 0 exactly representable: padding, ReLU
+        scale = (high - low) / UINT8_MAX or 1.0
+        return cls(float(np.float32(scale)), int(np.clip(round(-low / scale), 0, UINT8_MAX)))
+
+
+def weight_scale(weight: np.ndarray) -> float:
+    """The symmetric per-tensor int8 scale of a weight tensor."""
+    return float(np.float32(np.abs(weight).max() / INT8_MAX)) or 1.0
+
+
+def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, float]:
+    scale = weight_scale(weight)
+    return np.clip(np.round(weight / np.float32(scale)), -INT8_MAX, INT8_MAX).astype(np.int8), scale
+
+
+def quantize_graph(model, ranges: dict[str, tuple[float, float]]):
+    """The INT8 QOperator version of `model` (an onnx.ModelProto in opset 13), given the
+    calibrated (min, max) of every float tensor a node produces and of the graph input."""
+    return _Rewriter(model, ranges).run()
+
+
+class _Rewriter:
+    def __init__(self, model, ranges):
+        import onnx
+        from onnx import numpy_helper
+
+        self.onnx, self.numpy_helper = onnx, numpy_helper
+        self.graph = model.graph
+        self.ranges = ranges
+        self.weights = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
+        self.consumers: dict[str, list] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.graph_outputs = {o.name for o in self.graph.output}
+        self.nodes, self.initializers = [], []
+        self.initializer_names: set[str] = set()
+        self.quantized: dict[str, tuple[str, QParams]] = {}   # float tensor -> (its uint8 tensor, params)
+        self.floats = {i.name for i in self.graph.input} | set(self.weights)
+        self.folded: set[str] = set()                       # ReLUs folded into the op before them
+
+    def run(self):
+        helper = self.onnx.helper
+        for node in self.graph.node:
+            if id(node) in self.folded:
+                continue
+            if node.op_type == "Conv" and node.input[1] in self.weights:
+                self._conv(node)
+            elif node.op_type == "Add" and all(x not in self.weights for x in node.input):
+                self._add(node)
+            elif node.op_type == "MaxPool" and node.input[0] in self.quantized:
+                self._maxpool(node)
+            else:
+                self._float(node)
+        for output in self.graph.output:
+            self._need_float(output.name)
+        used = {name for node in self.nodes for name in node.input}
+        kept = [i for i in self.graph.initializer if i.name in used]
+        graph = helper.make_graph(self.nodes, self.graph.name, list(self.graph.input), list(self.graph.output),
+                                  kept + self.initializers)   # no value info: DeepSparse 1.8 aborts on some
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                        helper.make_opsetid(MS_DOMAIN, 1)],
+                                  producer_name="sparsebias")
+        model.ir_version = 7
+        return model
+
+    # ---------------------------------------------------------------- ops
+
+    def _conv(self, node):
+        x, out, params = node.input[0], *self._fused_output(node)
+        qx, px = self._need_quantized(x)
+        weight, w_scale = quantize_weight(self.weights[node.input[1]])
+        inputs = [qx, self._scalar(f"{x}_scale", px.scale), self._zero_point(f"{x}_zp", px.zero_point, np.uint8),
+                  self._tensor(f"{node.input[1]}_int8", weight), self._scalar(f"{node.input[1]}_scale", w_scale),
+                  self._zero_point(f"{node.input[1]}_zp", 0, np.int8),
+                  self._scalar(f"{out}_scale", params.scale),
+                  self._zero_point(f"{out}_zp", params.zero_point, np.uint8)]
+        if len(node.input) > 2 and node.input[2]:
+            bias = self.weights[node.input[2]].astype(np.float64) / (np.float64(px.scale) * np.float64(w_scale))
+            inputs.append(self._tensor(f"{node.input[2]}_int32", np.round(bias).astype(np.int32)))
+        self._emit("QLinearConv", inputs, out, params, node)
+
+    def _add(self, node):
+        out, params = self._fused_output(node)
+        inputs = []
+        for x in node.input:
+            qx, px = self._need_quantized(x)
+            inputs += [qx, self._scalar(f"{x}_scale", px.scale), self._zero_point(f"{x}_zp", px.zero_point, np.uint8)]
+        inputs += [self._scalar(f"{out}_scale", params.scale),
+                   self._zero_point(f"{out}_zp", params.zero_point, np.uint8)]
+        self._emit("QLinearAdd", inputs, out, params, node, domain=MS_DOMAIN)
+
+    def _maxpool(self, node):
+        """Float max pooling between a dequantize and a quantize with the input's own parameters."""
+        self._float(node)
+        _, params = self.quantized[node.input[0]]
+        self._quantize(node.output[0], params)
+
+    def _float(self, node):
+        for x in node.input:
+            if x:
+                self._need_float(x)
+        self.nodes.append(node)
+        self.floats.update(node.output)
+
+    # ---------------------------------------------------------------- tensors
+
+    def _fused_output(self, node) -> tuple[str, QParams]:
+        """The tensor this op's quantized output stands for: the following ReLU's, when the ReLU is
+        its only consumer (folded away), else its own; with that tensor's calibrated parameters."""
+        out = node.output[0]
+        after = self.consumers.get(out, [])
+        if len(after) == 1 and after[0].op_type == "Relu" and out not in self.graph_outputs:
+            self.folded.add(id(after[0]))
+            out = after[0].output[0]
+        return out, QParams.from_range(*self._range(out))
+
+    def _range(self, name):
+        if name not in self.ranges:
+            raise ValueError(f"no calibrated range for tensor {name!r}")
+        return self.ranges[name]
+
+    def _need_quantized(self, name) -> tuple[str, QParams]:
+        if name not in self.quantized:
+            self._need_float(name)
+            self._quantize(name, QParams.from_range(*self._range(name)))
+        return self.quantized[name]
+
+    def _quantize(self, name, params: QParams):
+        q = f"{name}_quantized"
+        self.nodes.append(self.onnx.helper.make_node(
+            "QuantizeLinear", [name, self._scalar(f"{name}_scale", params.scale),
+                               self._zero_point(f"{name}_zp", params.zero_point, np.uint8)], [q],
+            name=f"{name}_QuantizeLinear"))
+        self.quantized[name] = (q, params)
+
+    def _need_float(self, name):
+        if name in self.floats:
+            return
+        q, params = self.quantized[name]
+        self.nodes.append(self.onnx.helper.make_node(
+            "DequantizeLinear", [q, self._scalar(f"{name}_scale", params.scale),
+                                 self._zero_point(f"{name}_zp", params.zero_point, np.uint8)], [name],
+            name=f"{name}_DequantizeLinear"))
+        self.floats.add(name)
+
+    def _emit(self, op, inputs, out, params, node, domain=""):
+        q = f"{out}_quantized"
+        attributes = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [q], name=f"{node.name or out}_quant",
+                                                     domain=domain or None, **attributes))
+        self.quantized[out] = (q, params)
+
+    def _scalar(self, name, value) -> str:
+        return self._tensor(name, np.array(value, dtype=np.float32))
+
+    def _zero_point(self, name, value, dtype) -> str:
+        return self._tensor(name, np.array(value, dtype=dtype))
+
+    def _tensor(self, name, array) -> str:
+        if name not in self.initializer_names:
+            self.initializer_names.add(name)
+            self.initializers.append(self.numpy_helper.from_array(array, name))
+        return name
+
+
+def fake_quant_graph(fp32, int8):
+    """The FP32 graph with the INT8 graph's quantization simulated in float: weights and biases
+    replaced by their dequantized int8/int32 values, and a QuantizeLinear-DequantizeLinear pair
+    after every tensor the INT8 graph quantizes, with its scale and zero point. Run by any
+    engine, it is what `int8` should compute, up to the rounding of requantization."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    q = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    model = onnx.ModelProto.FromString(fp32.SerializeToString())
+    graph = model.graph
+    weights = {i.name: i for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Conv" or f"{node.input[1]}_int8" not in q:
+            continue
+        w_scale = q[f"{node.input[1]}_scale"]
+        weights[node.input[1]].CopyFrom(numpy_helper.from_array(
+            q[f"{node.input[1]}_int8"].astype(np.float32) * w_scale, node.input[1]))
+        if len(node.input) > 2 and node.input[2]:
+            x_scale = q[f"{node.input[0]}_scale"]
+            weights[node.input[2]].CopyFrom(numpy_helper.from_array(
+                (q[f"{node.input[2]}_int32"].astype(np.float64) * (np.float64(x_scale) * np.float64(w_scale)))
+                .astype(np.float32), node.input[2]))
+    quantized = [t for t in [i.name for i in graph.input] + [o for n in graph.node for o in n.output]
+                 if f"{t}_scale" in q and f"{t}_zp" in q]
+    nodes = []
+    for name in quantized:
+        fake = f"{name}_fake_quant"
+        for node in graph.node:
+            for k, x in enumerate(node.input):
+                if x == name:
+                    node.input[k] = fake
+        graph.initializer.extend([numpy_helper.from_array(q[f"{name}_scale"], f"{name}_scale"),
+                                  numpy_helper.from_array(q[f"{name}_zp"], f"{name}_zp")])
+        nodes.append((name, [helper.make_node("QuantizeLinear", [name, f"{name}_scale", f"{name}_zp"], [f"{name}_q"]),
+                             helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale", f"{name}_zp"],
+                                              [fake])]))
+    ordered = []
+    inserted = dict(nodes)
+    for name in [i.name for i in graph.input]:
+        ordered += inserted.get(name, [])
+    for node in graph.node:
+        ordered.append(node)
+        for out in node.output:
+            ordered += inserted.get(out, [])
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model

@@ -1,0 +1,85 @@
+"""INT8 bundles: pruned zeros kept, the graph checked against its simulation in float, the
+change against the FP32 parent recomputed here, and DeepSparse running all of it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from conftest import cli, needs_deepsparse, refused
+from onnx import numpy_helper
+
+import sparsebias
+from sparsebias.engines import EngineUnavailable, load_engine, open_model
+
+
+@pytest.fixture(scope="module")
+def int8(sparse_bundle, tmp_path_factory):
+    return sparsebias.quantize(sparse_bundle, calibration=64, out_dir=tmp_path_factory.mktemp("int8"),
+                               echo=lambda *a, **k: None)
+
+
+def _weights(path, op, *indices):
+    """Per node of type `op`, in graph order, its initializer inputs at `indices`."""
+    model = onnx.load(str(path))
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [tuple(values[n.input[i]] for i in indices) for n in model.graph.node if n.op_type == op]
+
+
+def test_weights_are_symmetric_int8_and_pruned_zeros_stay_zero(sparse_bundle, int8):
+    fp32 = [w for w, in _weights(sparse_bundle.file("model.onnx"), "Conv", 1)]
+    quantized = _weights(int8.file("model.onnx"), "QLinearConv", 3, 4, 5)
+    assert len(fp32) == len(quantized) == 20 and not _weights(int8.file("model.onnx"), "Conv", 1)
+    for w, (q, scale, zero_point) in zip(fp32, quantized):
+        assert q.dtype == np.int8 and zero_point.dtype == np.int8 and zero_point == 0 and scale.shape == ()
+        assert scale == pytest.approx(np.abs(w).max() / 127, rel=1e-6)
+        assert np.all(q[w == 0] == 0)                                   # every pruned weight is still zero
+        assert np.abs(q * scale - w).max() <= scale / 2 * (1 + 1e-5)   # round to nearest
+    assert int8.manifest["flops"]["weight_sparsity"] >= sparse_bundle.manifest["flops"]["weight_sparsity"]
+
+
+def test_the_change_against_the_parent_is_recomputed_from_the_logits(sparse_bundle, int8):
+    q = int8.manifest["quantization"]
+    for split in ("val", "test"):
+        ours, theirs = int8.split(split), sparse_bundle.split(split)
+        y = int8.attribute_labels(ours)
+        accuracy = [((z > 0) == (y > 0)).mean() for z in (ours["logits"], theirs["logits"])]
+        assert q["change"][split]["accuracy"] == pytest.approx(accuracy[0] - accuracy[1], abs=1e-12)
+        assert q["decisions_changed"][split] == pytest.approx(np.mean((ours["logits"] > 0) != (theirs["logits"] > 0)))
+        np.testing.assert_array_equal(ours["ids"], theirs["ids"])
+    # the INT8 graph computes what its float simulation does, up to requantization rounding
+    v = q["verified"]
+    assert v["mean_abs_diff_vs_simulated"] < 0.5 * v["mean_abs_diff_vs_fp32"]
+
+
+def test_the_audit_of_int8_against_fp32_re_runs_both(sparse_bundle, int8):
+    report = sparsebias.audit(int8, sparse_bundle)
+    assert report.models["compressed"]["precision"] == "int8" and report.models["reference"]["precision"] == "fp32"
+    assert report.models["compressed"]["logits"]["source"] == "re-run"
+    test = int8.split("test")
+    y = int8.attribute_labels(test)
+    np.testing.assert_allclose(report.to_frame()["compressed_accuracy"], ((test["logits"] > 0) == (y > 0)).mean(0))
+
+
+def test_int8_bundles_refuse_what_they_cannot_do(int8, tmp_path):
+    with pytest.raises(EngineUnavailable, match="no torch weights"):
+        load_engine("torch", open_model(int8))
+    refused(cli("quantize", int8.path), "is already quantized (int8)")
+    refused(cli("quantize", int8.path, "--name", int8.path.name, "--out", int8.path.parent),
+            "is already quantized")
+
+
+@needs_deepsparse
+def test_deepsparse_runs_the_whole_int8_graph(int8):
+    """In a child process: DeepSparse aborts the process, not raises, on graphs it cannot compile."""
+    code = ("import json, numpy as np; from sparsebias.engines import load_engine, open_model; "
+            f"m = open_model({str(int8.path)!r}); x = np.load({str(int8.file('check.npz'))!r})['inputs']; "
+            "d = load_engine('deepsparse', m, len(x)); o = load_engine('onnxruntime', m, len(x)); "
+            "print(json.dumps({'share': d.describe()['supported_share'], "
+            "'diff': float(np.abs(d.predict(x) - o.predict(x)).max())}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["share"] == 1.0 and result["diff"] < 1e-3
