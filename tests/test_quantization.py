@@ -83,3 +83,13 @@ def test_deepsparse_runs_the_whole_int8_graph(int8):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["share"] == 1.0 and result["diff"] < 1e-3
+
+
+def test_the_command_writes_and_describes_the_int8_bundle(sparse_bundle, tmp_path):
+    result = cli("quantize", sparse_bundle.path, "--calibration", 16, "--seed", 3, "--out", tmp_path, "--name", "q")
+    assert result.exit_code == 0, result.output
+    assert "precision    int8, post-training static (16 calibration images)" in result.output
+    manifest = sparsebias.load_bundle(tmp_path / "q").manifest
+    assert manifest["quantization"]["calibration"] == {"split": "train", "samples": 16, "seed": 3,
+                                                       "ranges": "min-max"}
+    assert "model.pt" not in manifest["files"] and "mitigations" not in manifest

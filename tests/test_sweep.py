@@ -221,3 +221,24 @@ def test_the_sweep_verb_continues_a_sweep_and_frames_its_runs(tiny_sweep, repo):
     run = next(r for r in study.to_dict()["runs"] if r["name"] == "resnet18_90-s1")
     assert frame.loc["resnet18_90-s1", "sparsity"] == run["sparsity"] and frame.loc["resnet18_90-s1", "seed"] == 1
     assert {f["id"] for f in study.findings} >= {"F3", "F13"}
+
+
+def test_int8_rungs_are_studied_beside_their_fp32_levels(tiny_sweep, repo, tmp_path):
+    """sweep --int8: each pruned run quantized once, audited against the dense FP32 run, a rung after its level."""
+    import sparsebias
+    import sparsebias.report
+
+    said = []
+    study = sparsebias.sweep([repo / "recipes/resnet18_dense.yaml", repo / "recipes/resnet18_90.yaml"], tiny_sweep,
+                             seeds=2, overrides=TINY, int8=True, speed=False, echo=said.append)
+    assert [s for s in said if s.startswith("quantizing")] == ["quantizing resnet18_90-s0", "quantizing resnet18_90-s1"]
+    assert [lv["level"] for lv in study.to_dict()["levels"]["joint"]] == ["dense", "90", "int8_90"]
+    audit = json.loads((tiny_sweep / "audits" / "resnet18_90-s1-int8.json").read_text())
+    assert audit["models"]["compressed"]["precision"] == "int8"
+    assert audit["models"]["reference"]["name"] == "resnet18_dense-s1"
+    sparsebias.report.write_study(study, tmp_path)
+    assert "| Metric | Dense | 90 | 90 INT8 |" in (tmp_path / "study.md").read_text()
+    again = []
+    sparsebias.sweep([repo / "recipes/resnet18_90.yaml"], tiny_sweep, seeds=2, overrides=TINY, int8=True, speed=False,
+                     echo=again.append)
+    assert not [s for s in again if s.startswith("quantizing")]   # made once

@@ -31,9 +31,10 @@ from .common import names, progress_bar
 @click.option("--ray", "ray_address", default=None, help="Run each job as a task on this Ray cluster ('auto', host:port).")
 @click.option("--gpus-per-run", default=None, type=click.FloatRange(min=0),
               help="GPUs each Ray task reserves and trains on (default: 1 if the cluster has GPUs, else 0).")
+@click.option("--int8", is_flag=True, help="Also quantize every pruned run to INT8 and study it beside its FP32 run.")
 @click.option("--no-speed", is_flag=True, help="Skip the items/s measurements of the study.")
 def sweep(recipes, seeds, out_dir, quick, data, overrides, attributes, single, no_joint, from_dense, identities, jobs,
-          ray_address, gpus_per_run, no_speed):
+          ray_address, gpus_per_run, int8, no_speed):
     """Run recipes x seeds through compress (restartable), audit every run, and write the study.
 
     Finished runs are skipped and interrupted ones resumed, so the same command continues
@@ -46,6 +47,7 @@ def sweep(recipes, seeds, out_dir, quick, data, overrides, attributes, single, n
       sparsebias sweep --recipes recipes/resnet18_dense.yaml --recipes recipes/resnet18_99.yaml \\
           --single Smiling,Big_Nose --no-joint --seeds 2 --out runs/single
       sparsebias sweep --recipes 'recipes/groups/*.yaml' --attributes gender,race --seeds 1 --out runs/groups
+      sparsebias sweep --recipes 'recipes/resnet18_[0-9d]*.yaml' --seeds 2 --quick --int8 --out runs/ladder
     """
     from tqdm import tqdm
 
@@ -58,7 +60,7 @@ def sweep(recipes, seeds, out_dir, quick, data, overrides, attributes, single, n
         study = run(recipes, out_dir, seeds=seeds, quick=quick, data=data, overrides=parse_overrides(overrides),
                     attributes=names(attributes), single=names(single), joint=not no_joint, from_dense=from_dense,
                     identities=names(identities), jobs=jobs, ray_address=ray_address, gpus_per_run=gpus_per_run,
-                    speed=not no_speed, echo=tqdm.write, progress=progress)
+                    int8=int8, speed=not no_speed, echo=tqdm.write, progress=progress)
     written = write_study(study, Path(out_dir) / "study")
     click.echo(f"study of {len(study.document['runs'])} run(s): {written[-1]}")
     if study.failed:

@@ -3,8 +3,10 @@ with every intermediate tensor exposed, min and max kept per tensor."""
 
 from __future__ import annotations
 
+from ..core.errors import SparsebiasError
 
-def activation_ranges(model, batches, num_threads: int | None = None) -> dict[str, tuple[float, float]]:
+
+def activation_ranges(model, batches) -> dict[str, tuple[float, float]]:
     """(min, max) of the graph input and of every float tensor a node produces, over `batches`
     (float32 arrays the graph takes). `model` is an onnx.ModelProto."""
     import onnx
@@ -20,8 +22,6 @@ def activation_ranges(model, batches, num_threads: int | None = None) -> dict[st
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # keep every tensor
     options.log_severity_level = 3
-    if num_threads:
-        options.intra_op_num_threads = num_threads
     session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
@@ -37,5 +37,5 @@ def activation_ranges(model, batches, num_threads: int | None = None) -> dict[st
             else:
                 ranges[name] = [low, high]
     if not ranges:
-        raise ValueError("no calibration batches")
+        raise SparsebiasError("no calibration images")
     return {name: (low, high) for name, (low, high) in ranges.items()}

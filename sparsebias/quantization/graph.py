@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.errors import SparsebiasError
+
 UINT8_MAX = 255
 INT8_MAX = 127
 MS_DOMAIN = "com.microsoft"
@@ -150,7 +152,7 @@ class _Rewriter:
 
     def _range(self, name):
         if name not in self.ranges:
-            raise ValueError(f"no calibrated range for tensor {name!r}")
+            raise SparsebiasError(f"cannot quantize tensor {name!r}: calibration saw no float values in it")
         return self.ranges[name]
 
     def _need_quantized(self, name) -> tuple[str, QParams]:

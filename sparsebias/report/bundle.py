@@ -22,7 +22,12 @@ def bundle_summary(bundle, per_layer: bool = True) -> str:
                      f"vs the FP32 parent on test: accuracy {change['accuracy']:+.4f}, AUC {change['auc']:+.4f}")
     t = m["training"]
     lines.append(f"training     best epoch {t['best_epoch']} of {t['epochs']}, {t['seconds']:.0f} s, seed {t['seed']}")
-    lines.append(f"onnx check   max |onnx - torch| = {m['export']['max_abs_diff_vs_torch']:.2e}")
+    lines.append(f"onnx check   max |onnx - torch| = {m['export']['max_abs_diff_vs_torch']:.2e}"
+                 + (" (of the FP32 parent)" if "quantization" in m else ""))
+    if "quantization" in m:
+        v = m["quantization"]["verified"]
+        lines.append(f"int8 check   mean |int8 - simulated in float| = {v['mean_abs_diff_vs_simulated']:.2e} "
+                     f"(vs FP32: {v['mean_abs_diff_vs_fp32']:.2e}) on {v['split']}")
     mitigations = m.get("mitigations", {})
     if "thresholds" in mitigations:
         lines.append(f"thresholds   calibrated on {mitigations['thresholds']['split']}")

@@ -71,7 +71,8 @@ def _f(x, digits=3):
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def study_markdown(study: dict, found: list[dict]) -> str:
+def study_markdown(study: dict) -> str:
+    found = study["findings"]
     identity = study["identities"][0]
     n_runs = len(study["runs"])
     lines = ["# Study: bias in pruned models, by sparsity", "",
@@ -197,5 +198,5 @@ def write_study_report(study: dict, out_dir: Path) -> list[Path]:
 def _write_ladder_report(study: dict, out_dir: Path) -> list[Path]:
     written = [save_figure(fig, out_dir / f"{name}.png") for name, fig in figures(study).items()]
     written.append(write_json(out_dir / "study.json", study))
-    written.append(write_atomic(out_dir / "study.md", study_markdown(study, study["findings"])))
+    written.append(write_atomic(out_dir / "study.md", study_markdown(study)))
     return written

@@ -14,7 +14,7 @@ from .attributes import run_attribute_study
 from .findings import findings
 from .groups import run_group_study
 from .jobs import Job, plan, read_plan, run_sweep
-from .runs import DENSE_SPARSITY, Run, collect_runs, level_of
+from .runs import DENSE_SPARSITY, Run, collect_runs, level_of, quantize_runs
 
 
 def run_study(out, identities=None, speed: bool = True, echo=print) -> dict:
@@ -61,10 +61,11 @@ def _scalars(record: dict) -> dict:
 
 def sweep(recipes, out, *, seeds: int = 3, quick: bool = False, data: str | None = None, overrides=None,
           attributes=None, single=(), joint: bool = True, from_dense: bool = False, identities=None, jobs: int = 1,
-          ray_address: str | None = None, gpus_per_run: float | None = None, speed: bool = True, echo=print,
-          progress=None) -> Study:
+          ray_address: str | None = None, gpus_per_run: float | None = None, int8: bool = False, speed: bool = True,
+          echo=print, progress=None) -> Study:
     """Run recipes x seeds through compress (finished runs are skipped, interrupted ones
-    resumed), then study every finished run against the dense run of its seed.
+    resumed), then study every finished run against the dense run of its seed. With `int8`,
+    every pruned run is also quantized (`quantize`), and its INT8 version studied beside it.
 
     >>> study = sweep(["recipes/resnet18_dense.yaml", "recipes/resnet18_99.yaml"], "runs/mine", seeds=2)  # doctest: +SKIP
     >>> study.to_frame()                                                                                     # doctest: +SKIP
@@ -76,8 +77,10 @@ def sweep(recipes, out, *, seeds: int = 3, quick: bool = False, data: str | None
                    attributes=attributes)
     failed = run_sweep(planned, out, workers=jobs, ray_address=ray_address, gpus_per_run=gpus_per_run, echo=echo,
                        progress=progress)
+    if int8:
+        quantize_runs(planned, out, echo=echo)
     return Study(run_study(out, identities=identities, speed=speed, echo=echo), failed)
 
 
-__all__ = ["DENSE_SPARSITY", "Job", "Run", "Study", "collect_runs", "findings", "level_of", "plan", "read_plan", "run_study",
+__all__ = ["DENSE_SPARSITY", "Job", "Run", "Study", "collect_runs", "findings", "level_of", "quantize_runs", "plan", "read_plan", "run_study",
            "run_sweep", "sweep"]

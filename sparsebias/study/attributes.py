@@ -22,7 +22,7 @@ from ..metrics.classification import decisions
 from ..metrics.exemplars import compression_identified_exemplars
 from ..mitigate.overrides import build_override_table
 from .findings import findings
-from .runs import DENSE_SPARSITY, Run
+from .runs import DENSE_SPARSITY, INT8, Run
 
 OVERRIDE_BUDGETS = (0.05, 0.10)
 
@@ -35,15 +35,15 @@ def run_attribute_study(out, runs: list[Run], identities=None, speed: bool = Tru
     for r in runs:
         ref = dense.get((r.task, r.job.seed))
         if ref is None:
-            echo(f"skipped {r.job.name}: no dense run of task {r.task} with seed {r.job.seed}")
+            echo(f"skipped {r.name}: no dense run of task {r.task} with seed {r.job.seed}")
             continue
         ids = list(identities or r.bundle.manifest.identities)
         if r.task.endswith("(backdoor)") and "backdoor" not in ids:  # Section 3.4: the flag is an identity
             ids.append("backdoor")
         inputs = inputs_from_bundles(r.bundle, ref.bundle, identities=ids)   # verified once, by collect_runs
         report = audit(inputs)
-        write_json(out / "audits" / f"{r.job.name}.json", report)
-        per_run.append({"name": r.job.name, "task": r.task, "level": r.level, "seed": r.job.seed,
+        write_json(out / "audits" / f"{r.name}.json", report)
+        per_run.append({"name": r.name, "task": r.task, "level": r.level, "seed": r.job.seed,
                         "sparsity": r.bundle.manifest.sparsity, "flops": r.bundle.manifest.flops,
                         **_run_summary(report, inputs)})
     if not per_run:
@@ -149,8 +149,8 @@ def _override_effect(inputs) -> dict:
 def _levels(per_run, task) -> list[dict]:
     """Mean and standard deviation over seeds of each run summary, per sparsity level, in sparsity order."""
     rows = [p for p in per_run if p["task"] == task]
-    levels = sorted({p["level"] for p in rows}, key=lambda lv: np.mean([p["sparsity"] for p in rows
-                                                                         if p["level"] == lv]))
+    levels = sorted({p["level"] for p in rows}, key=lambda lv: (  # an INT8 rung right after its FP32 level
+        np.mean([p["sparsity"] for p in rows if p["level"] == lv]), lv.startswith(f"{INT8}_")))
     out = []
     for level in levels:
         group = [p for p in rows if p["level"] == level]

@@ -25,13 +25,13 @@ def run_group_study(out, runs, sensitive=None, reference_group=None, echo=print)
     for r in runs:
         ref = dense.get(r.job.seed)
         if ref is None:
-            echo(f"skipped {r.job.name}: no dense run with seed {r.job.seed}")
+            echo(f"skipped {r.name}: no dense run with seed {r.job.seed}")
             continue
         report = group_audit(group_inputs_from_bundles(r.bundle, ref.bundle, sensitive=sensitive,
                                                        reference_group=reference_group))
-        write_json(out / "audits" / f"{r.job.name}.json", report)
+        write_json(out / "audits" / f"{r.name}.json", report)
         side = "reference" if r is ref else "compressed"
-        rows.append({"name": r.job.name, "method": DENSE_METHOD if r is ref else r.level, "seed": r.job.seed,
+        rows.append({"name": r.name, "method": DENSE_METHOD if r is ref else r.level, "seed": r.job.seed,
                      "architecture": r.bundle.manifest.architecture,
                      "sparsity": r.bundle.manifest.sparsity, "tasks": _task_rows(report, side)})
     if not rows:

@@ -8,18 +8,29 @@ from pathlib import Path
 
 from ..bundle import load_bundle
 from ..core.errors import SparsebiasError
+from ..quantization import quantize
 from .jobs import Job, read_plan
 
 DENSE_SPARSITY = 0.01   # a run below this overall sparsity is the dense reference of its seed
 LEVEL_LABELS = {"dense": "Dense", "99_5": "99.5", "nm_2_4": "2:4", "nm_1_4": "1:4", "nm_1_8": "1:8"}
+INT8 = "int8"           # the level prefix and bundle suffix of a run's INT8 version (sweep --int8)
 
 
 @dataclass
 class Run:
     job: Job
     bundle: object
-    level: str        # "dense", "80", "99_5", "nm_2_4", ...
+    level: str        # "dense", "80", "99_5", "nm_2_4", ..., "int8_95" for an INT8 version
     task: str         # "joint" or the single attribute
+
+    @property
+    def name(self) -> str:
+        """The job's name, with '-int8' for its INT8 version (as the bundle folders are named)."""
+        return f"{self.job.name}-{INT8}" if self.level.startswith(f"{INT8}_") else self.job.name
+
+
+def int8_path(out: Path, job: Job) -> Path:
+    return out / "bundles" / f"{job.name}-{INT8}"
 
 
 def level_of(recipe: str) -> str:
@@ -30,7 +41,9 @@ def level_of(recipe: str) -> str:
 
 
 def level_label(level: str) -> str:
-    """How tables and findings name a level: '99_5' -> '99.5', 'nm_2_4' -> '2:4'."""
+    """How tables and findings name a level: '99_5' -> '99.5', 'nm_2_4' -> '2:4', 'int8_95' -> '95 INT8'."""
+    if level.startswith(f"{INT8}_"):
+        return f"{level_label(level[len(INT8) + 1:])} INT8"
     return LEVEL_LABELS.get(level, level.replace("_", "."))
 
 
@@ -49,6 +62,34 @@ def collect_runs(out) -> list[Run]:
             continue
         bundle = load_bundle(path)
         runs.append(Run(job, bundle, level_of(job.recipe), task_of(job, bundle)))
+        if (int8_path(out, job) / "manifest.json").is_file():
+            int8 = load_bundle(int8_path(out, job))
+            runs.append(Run(job, int8, f"{INT8}_{level_of(job.recipe)}", task_of(job, int8)))
     if not runs:
         raise SparsebiasError(f"no finished runs in {out}/bundles")
     return runs
+
+
+def quantize_runs(jobs: list[Job], out, echo=print) -> list[Path]:
+    """The INT8 version of every finished pruned run (OUT/bundles/NAME-int8), made where it is
+    missing or does not load; dense runs stay FP32, the reference of both."""
+    out = Path(out)
+    made = []
+    for job in jobs:
+        path = out / "bundles" / job.name
+        if not (path / "manifest.json").is_file():
+            continue
+        bundle = load_bundle(path)
+        if bundle.manifest.sparsity < DENSE_SPARSITY or _loads(int8_path(out, job)):
+            continue
+        echo(f"quantizing {job.name}")
+        made.append(quantize(bundle, name=int8_path(out, job).name, echo=lambda *a, **k: None).path)
+    return made
+
+
+def _loads(path: Path) -> bool:
+    try:
+        load_bundle(path)
+        return True
+    except SparsebiasError:
+        return False
