@@ -3,6 +3,7 @@
 Each result's frame is checked against the document the CLI writes and against values
 worked out here from the bundles' own files."""
 
+import shutil
 import subprocess
 import sys
 
@@ -15,12 +16,12 @@ import sparsebias
 
 
 @pytest.fixture(scope="module")
-def pruned(tmp_path_factory, repo):
-    """A tiny 90% resnet18, compressed through the public API."""
-    return sparsebias.compress(repo / "recipes/resnet18_90.yaml", data=TINY_DATA, name="pruned",
-                               out_dir=tmp_path_factory.mktemp("api"), echo=lambda *a, **k: None,
-                               overrides={"image_size": 32, "batch_size": 32, "num_epochs": 3,
-                                          "pruning_start_epoch": 0, "pruning_end_epoch": 2})
+def pruned(sparse_bundle, tmp_path_factory):
+    """A copy of the session's tiny 90% resnet18 (compressed by the CLI, that is by sparsebias.compress),
+    which these tests calibrate and give an override table."""
+    copy = tmp_path_factory.mktemp("api") / "pruned"
+    shutil.copytree(sparse_bundle.path, copy)
+    return sparsebias.load_bundle(copy)
 
 
 def test_import_loads_no_torch():
@@ -39,8 +40,11 @@ def test_predict_runs_without_torch(pruned):
 
 
 def test_every_public_name_resolves():
+    from sparsebias.training import pipeline
+
     for name in sparsebias.__all__:
         assert getattr(sparsebias, name) is not None
+    assert sparsebias.compress is pipeline.compress
     with pytest.raises(AttributeError):
         sparsebias.no_such_verb
 

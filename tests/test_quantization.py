@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import cli, needs_deepsparse, refused
+from conftest import TINY_DATA, TINY_SETTINGS, cli, needs_deepsparse, refused
 from onnx import numpy_helper
 
 import sparsebias
@@ -63,12 +63,15 @@ def test_the_audit_of_int8_against_fp32_re_runs_both(sparse_bundle, int8):
     np.testing.assert_allclose(report.to_frame()["compressed_accuracy"], ((test["logits"] > 0) == (y > 0)).mean(0))
 
 
-def test_int8_bundles_refuse_what_they_cannot_do(int8, tmp_path):
+def test_int8_bundles_refuse_what_they_cannot_do(int8, repo, tmp_path):
     with pytest.raises(EngineUnavailable, match="no torch weights"):
         load_engine("torch", open_model(int8))
     refused(cli("quantize", int8.path), "is already quantized (int8)")
     refused(cli("quantize", int8.path, "--name", int8.path.name, "--out", int8.path.parent),
             "is already quantized")
+    refused(cli("compress", "--recipe", repo / "recipes/resnet18_pt_95.yaml", "--from", int8.path, "--data", TINY_DATA,
+                "--out", tmp_path, *[x for s in TINY_SETTINGS for x in ("--set", s)]),
+            "has no torch weights (an INT8 bundle: start from its FP32 parent")
 
 
 @needs_deepsparse

@@ -206,6 +206,10 @@ def _load_pretrained(model, path: Path, arch: str, attributes: list[str], echo) 
         source = load_bundle(path)
         if source.manifest["architecture"] != arch:
             raise SparsebiasError(f"--from {path}: a {source.manifest['architecture']} bundle, the recipe trains {arch}")
+        if "model.pt" not in source.manifest["files"]:
+            parent = source.manifest.get("quantization", {}).get("parent", {}).get("path")
+            raise SparsebiasError(f"--from {path}: the bundle has no torch weights"
+                                  + (f" (an INT8 bundle: start from its FP32 parent, {parent})" if parent else ""))
         state = state_dict_from(source.file("model.pt"))
         same_outputs = source.attributes == attributes
     else:
