@@ -118,9 +118,9 @@ def _bundle_outputs(bundle, logits, columns: list[int], with_overrides: bool) ->
     return ModelOutputs(name=bundle.path.name, logits=logits[:, columns], calibrated=calibrated[columns],
                         calibrated_source=source, bundled_thresholds=None if bundled is None else bundled[columns],
                         overrides=read_overrides(bundle) if with_overrides else None,
-                        info={"path": str(bundle.path), "architecture": m["architecture"],
+                        info={"path": str(bundle.path), "architecture": m.architecture,
                               "precision": m.get("quantization", {}).get("precision", "fp32"),
-                              "sparsity": m["sparsity"]["overall"], "logits": logits_source(bundle)})
+                              "sparsity": m.sparsity, "logits": logits_source(bundle)})
 
 
 # ---------------------------------------------------------------- from files

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..bundle.flops import count_flops
 from ..bundle.format import Bundle
 from ..core.errors import SparsebiasError
+from ..data import open_data
 from ..data.images import split_images, standardize
+from ..engines import bundle_model, load_engine
 
 LOGIT_SPLITS = ("val", "test")
 REPLAY_ENGINE = "onnxruntime"   # on every machine, and independent of the torch that wrote the logits
@@ -49,8 +52,7 @@ def replay_bundle(bundle: Bundle, *, splits=LOGIT_SPLITS, data: str | None = Non
     unknown = [s for s in splits if s not in LOGIT_SPLITS]
     if unknown:
         raise SparsebiasError(f"split {unknown[0]!r} has no logits to re-run; bundles store {', '.join(LOGIT_SPLITS)}")
-    from ..bundle.export import TOLERANCE as EXPORT_TOLERANCE
-    from ..engines import bundle_model, load_engine
+    from ..bundle.export import TOLERANCE as EXPORT_TOLERANCE  # bundle.export loads torch
 
     _check_sparsity(bundle)
     table = _open_table(bundle, data, echo)
@@ -90,8 +92,6 @@ def logits_source(bundle: Bundle) -> dict:
 
 
 def _open_table(bundle: Bundle, data: str | None, echo):
-    from ..data import open_data
-
     spec = data or bundle.manifest.get("data", {}).get("spec")
     if not isinstance(spec, str):
         raise SparsebiasError(f"{bundle.path}: the manifest names no data set; give --data, or --stored-logits")
@@ -160,8 +160,6 @@ def _compare(bundle: Bundle, name: str, ids, stored: np.ndarray, logits: np.ndar
 
 def _check_sparsity(bundle: Bundle) -> None:
     """model.onnx must be as sparse as the manifest says: a swapped model is caught before any image is run."""
-    from ..bundle.flops import count_flops
-
     claimed = bundle.manifest.get("flops", {}).get("weight_sparsity")
     if claimed is None:
         return

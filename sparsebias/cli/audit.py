@@ -141,15 +141,11 @@ def gate(bundle, policy, reference, trusted_keys, replay_data, replay_engine, st
       sparsebias gate exported/resnet18_99 --policy policies/release.yaml
     """
     from ..policy import gate as run
-    from ..policy import load_policy
     from ..report import gate_lines
 
-    rules = load_policy(policy)
-    reference = reference or rules.reference
-    if not reference:
-        raise SparsebiasError(f"no reference: give --reference or set 'reference:' in {policy}")
-    pair = loaded([bundle, reference], trusted_keys)
     with replay_settings(replay_data, replay_engine, stored_logits) as replay:
-        result = run(pair[0], rules, reference=pair[1], **replay)
+        result = run(bundle, policy, reference=reference, trusted_keys=trusted_keys, **replay)
+    for model in result.report.models.values() if trusted_keys else ():
+        click.echo(f"signature of {model['path']}: verified", err=True)
     click.echo("\n".join(gate_lines(result)))
     sys.exit(0 if result.passed else 1)

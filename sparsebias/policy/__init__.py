@@ -5,7 +5,7 @@ what the models do. `gate()` passes or fails a bundle; the CLI turns that into e
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -24,10 +24,10 @@ class GateResult:
     report: AuditReport
     policy: Policy
     replayed: bool = True
-    failed: list[Outcome] = field(init=False)
 
-    def __post_init__(self):
-        object.__setattr__(self, "failed", [o for o in self.outcomes if not o.passed])
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.passed]
 
     @property
     def passed(self) -> bool:
@@ -64,7 +64,8 @@ def gate(bundle, policy, *, reference=None, trusted_keys=(), replay: bool = True
         parse_policy(policy) if isinstance(policy, Mapping) else load_policy(policy)
     reference = reference or rules.reference
     if not reference:
-        raise SparsebiasError("no reference: give one or set 'reference:' in the policy")
+        raise SparsebiasError(f"no reference: give --reference or set 'reference:' in "
+                              f"{'the policy' if isinstance(policy, (Policy, Mapping)) else policy}")
     loaded = [verify_bundle(b, trusted_keys) if trusted_keys else as_bundle(b) for b in (bundle, reference)]
     # the gate judges one split at p > 0.5 or as deployed; validation logits are not used
     pair = judged(loaded, replay=replay, splits=(rules.split,), data=data, engine=engine, progress=progress, echo=echo)

@@ -224,20 +224,19 @@ def fake_quant_graph(fp32, int8):
                 .astype(np.float32), node.input[2]))
     quantized = [t for t in [i.name for i in graph.input] + [o for n in graph.node for o in n.output]
                  if f"{t}_scale" in q and f"{t}_zp" in q]
-    nodes = []
+    fake = {name: f"{name}_fake_quant" for name in quantized}
+    for node in graph.node:
+        for k, x in enumerate(node.input):
+            if x in fake:
+                node.input[k] = fake[x]
+    inserted = {}
     for name in quantized:
-        fake = f"{name}_fake_quant"
-        for node in graph.node:
-            for k, x in enumerate(node.input):
-                if x == name:
-                    node.input[k] = fake
         graph.initializer.extend([numpy_helper.from_array(q[f"{name}_scale"], f"{name}_scale"),
                                   numpy_helper.from_array(q[f"{name}_zp"], f"{name}_zp")])
-        nodes.append((name, [helper.make_node("QuantizeLinear", [name, f"{name}_scale", f"{name}_zp"], [f"{name}_q"]),
-                             helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale", f"{name}_zp"],
-                                              [fake])]))
+        inserted[name] = [helper.make_node("QuantizeLinear", [name, f"{name}_scale", f"{name}_zp"], [f"{name}_q"]),
+                          helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale", f"{name}_zp"],
+                                           [fake[name]])]
     ordered = []
-    inserted = dict(nodes)
     for name in [i.name for i in graph.input]:
         ordered += inserted.get(name, [])
     for node in graph.node:

@@ -16,6 +16,8 @@ from ..auditing.attributes import audit
 from ..auditing.inputs import inputs_from_bundles
 from ..core.errors import SparsebiasError
 from ..core.files import write_json
+from ..engines import EngineUnavailable, load_engine, open_model
+from ..engines.benchmark import measure
 from ..metrics.bias import bias_amplification
 from ..metrics.calibration import UNCERTAIN_BAND, sigmoid
 from ..metrics.classification import decisions
@@ -61,9 +63,6 @@ def run_attribute_study(out, runs: list[Run], identities=None, speed: bool = Tru
 
 def _throughput(runs, echo, batch_size: int = 64, seconds: float = 3.0) -> list[dict]:
     """items/s per level (first seed, joint task) on DeepSparse and onnxruntime, measured in one run."""
-    from ..engines import EngineUnavailable, load_engine, open_model
-    from ..engines.benchmark import measure
-
     out = []
     for r in sorted((r for r in runs if r.task == runs[0].task and r.job.seed == min(x.job.seed for x in runs)),
                     key=lambda r: r.bundle.manifest.sparsity):
