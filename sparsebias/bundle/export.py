@@ -19,8 +19,10 @@ class ExportError(RuntimeError):
     """The exported graph does not compute what the torch model computes."""
 
 
-def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor) -> dict:
-    """Export with a dynamic batch axis; verify with onnx.checker and onnxruntime vs torch."""
+def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor, tolerance: float = TOLERANCE,
+                optimize: bool = True) -> dict:
+    """Export with a dynamic batch axis; verify with onnx.checker and onnxruntime vs torch
+    (`optimize=False`: onnxruntime computing each node as written, e.g. QDQ pairs in float)."""
     import onnx
     import onnxruntime as ort
 
@@ -36,10 +38,14 @@ def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor) -> dict:
     onnx.checker.check_model(str(path))
     with torch.no_grad():
         expected = model(batch).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
     diff = float(np.abs(got - expected).max())
-    if not diff <= TOLERANCE:
-        raise ExportError(f"ONNX output differs from torch by {diff:.3g} (> {TOLERANCE})")
+    if not diff <= tolerance:
+        raise ExportError(f"ONNX output differs from torch by {diff:.3g} (> {tolerance})")
     return {"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME, "check_batch": int(len(batch)),
-            "max_abs_diff_vs_torch": diff, "checked_with": f"onnxruntime {ort.__version__}"}
+            "max_abs_diff_vs_torch": diff, "checked_with": f"onnxruntime {ort.__version__}"
+            + ("" if optimize else ", unoptimized")}

@@ -1,5 +1,6 @@
-"""Post-training static INT8 quantization of a bundle: calibrated on its training images,
-written as a new bundle whose model.onnx is the QOperator graph DeepSparse runs whole
+"""INT8 quantization of a bundle, post-training (calibrated on its training images) or with
+the ranges of its quantization-aware training (a recipe's QuantizationModifier), written as
+a new bundle whose model.onnx is the QOperator graph DeepSparse runs whole
 (and onnxruntime runs too), with its val and test logits re-computed, and the change in
 accuracy and AUC against its FP32 parent recorded in the manifest."""
 
@@ -15,11 +16,12 @@ from .._version import __version__
 from ..bundle import Bundle, BundleWriter, as_bundle, bundle_lock, ensure_replaceable, sha256
 from ..bundle.flops import count_flops
 from ..core.errors import SparsebiasError
+from ..core.int8 import QParams
 from ..core.outputs import Outputs
 from ..data import open_data
 from ..data.images import split_images, standardize
 from .calibrate import activation_ranges
-from .graph import fake_quant_graph, quantize_graph
+from .graph import fake_quant_graph, quantize_graph, read_qdq
 
 CALIBRATION_SAMPLES = 512
 BATCH = 64
@@ -32,7 +34,8 @@ SCHEME = {"format": "QOperator (QLinearConv, com.microsoft QLinearAdd), opset 13
 def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, name: str | None = None,
              out_dir=None, data: str | None = None, echo=print) -> Bundle:
     """Quantize a bundle's model to INT8 and write it as a new bundle (default: NAME-int8 beside
-    it), calibrated on `calibration` training images drawn with `seed`.
+    it), calibrated on `calibration` training images drawn with `seed`; a bundle trained with a
+    QuantizationModifier is quantized with the ranges it trained with (no calibration).
 
     >>> int8 = quantize("exported/resnet18_95")            # doctest: +SKIP
     >>> int8.manifest["quantization"]["change"]["test"]    # doctest: +SKIP
@@ -51,12 +54,25 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
     spec, size = parent.manifest["input"], int(parent.manifest["input"]["shape"][-1])
     table = open_data(data or parent.manifest.data_spec, echo=echo)
     _check_same_data(parent, table)
-    train = split_images(table, "train", size)
-    rows = np.sort(np.random.default_rng(seed).choice(len(train), size=min(calibration, len(train)), replace=False))
-    echo(f"Calibrating {parent.path.name} on {len(rows)} training image(s)")
-    fp32 = onnx.load(str(parent.file("model.onnx")))
-    batches = (standardize(train[rows[i:i + BATCH]], spec["mean"], spec["std"]) for i in range(0, len(rows), BATCH))
-    int8 = quantize_graph(fp32, activation_ranges(fp32, batches))
+    aware = parent.manifest.get("quantization_aware_training")
+    if aware:
+        echo(f"Quantizing {parent.path.name} with the activation ranges of its quantization-aware training")
+        fp32, params = read_qdq(onnx.load(str(parent.file(aware["graph"]))))
+        method = {"method": "quantization-aware training", "ranges": aware["activation_ranges"],
+                  "training": {k: aware[k] for k in ("start_epoch", "disable_quantization_observer_epoch",
+                                                     "freeze_bn_stats_epoch")}}
+    else:
+        train = split_images(table, "train", size)
+        rows = np.sort(np.random.default_rng(seed).choice(len(train), size=min(calibration, len(train)),
+                                                          replace=False))
+        echo(f"Calibrating {parent.path.name} on {len(rows)} training image(s)")
+        fp32 = onnx.load(str(parent.file("model.onnx")))
+        batches = (standardize(train[rows[i:i + BATCH]], spec["mean"], spec["std"]) for i in range(0, len(rows), BATCH))
+        params = {tensor: QParams.from_range(low, high)
+                  for tensor, (low, high) in activation_ranges(fp32, batches).items()}
+        method = {"method": "post-training static",
+                  "calibration": {"split": "train", "samples": int(len(rows)), "seed": seed, "ranges": "min-max"}}
+    int8 = quantize_graph(fp32, params)
     onnx.checker.check_model(int8)
     session = _session(int8)
     splits = {split: parent.split(split) for split in ("train", "val", "test")}
@@ -76,13 +92,13 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
         for split, arrays in splits.items():
             np.savez_compressed(writer.file(f"splits/{split}.npz"),
                                 **{**arrays, **({"logits": logits[split].astype(np.float32)} if split in logits else {})})
-        kept = {k: v for k, v in parent.manifest.items() if k not in ("schema_version", "files", "mitigations")}
+        kept = {k: v for k, v in parent.manifest.items()
+                if k not in ("schema_version", "files", "mitigations", "quantization_aware_training")}
         manifest = {
             **kept, "sparsebias_version": __version__, "name": target.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "quantization": {
-                "precision": "int8", "method": "post-training static", "scheme": SCHEME,
-                "calibration": {"split": "train", "samples": int(len(rows)), "seed": seed, "ranges": "min-max"},
+                "precision": "int8", **method, "scheme": SCHEME,
                 "parent": {"path": str(parent.path), "manifest_sha256": sha256(parent.path / "manifest.json")},
                 "change": {split: {key: metrics[split][key] - parent.manifest["metrics"][split][key]
                                    for key in ("accuracy", "auc")} for split in metrics},

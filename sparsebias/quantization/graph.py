@@ -13,34 +13,12 @@ and zero points are scalars; opset 13.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..core.errors import SparsebiasError
+from ..core.int8 import INT8_MAX, QParams, weight_scale
 
-UINT8_MAX = 255
-INT8_MAX = 127
 MS_DOMAIN = "com.microsoft"
-
-
-@dataclass(frozen=True)
-class QParams:
-    """uint8 quantization of one tensor: real = scale * (q - zero_point)."""
-
-    scale: float
-    zero_point: int
-
-    @classmethod
-    def from_range(cls, low: float, high: float) -> QParams:
-        low, high = min(float(low), 0.0), max(float(high), 0.0)   # 0 exactly representable: padding, ReLU
-        scale = (high - low) / UINT8_MAX or 1.0
-        return cls(float(np.float32(scale)), int(np.clip(round(-low / scale), 0, UINT8_MAX)))
-
-
-def weight_scale(weight: np.ndarray) -> float:
-    """The symmetric per-tensor int8 scale of a weight tensor."""
-    return float(np.float32(np.abs(weight).max() / INT8_MAX)) or 1.0
 
 
 def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, float]:
@@ -48,20 +26,21 @@ def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, float]:
     return np.clip(np.round(weight / np.float32(scale)), -INT8_MAX, INT8_MAX).astype(np.int8), scale
 
 
-def quantize_graph(model, ranges: dict[str, tuple[float, float]]):
-    """The INT8 QOperator version of `model` (an onnx.ModelProto in opset 13), given the
-    calibrated (min, max) of every float tensor a node produces and of the graph input."""
-    return _Rewriter(model, ranges).run()
+def quantize_graph(model, params: dict[str, QParams]):
+    """The INT8 QOperator version of `model` (an onnx.ModelProto in opset 13), given the uint8
+    quantization of the graph input and of every float tensor a node produces that it needs
+    (from calibrated ranges, or read off a quantization-aware model's QDQ graph)."""
+    return _Rewriter(model, params).run()
 
 
 class _Rewriter:
-    def __init__(self, model, ranges):
+    def __init__(self, model, params):
         import onnx
         from onnx import numpy_helper
 
         self.onnx, self.numpy_helper = onnx, numpy_helper
         self.graph = model.graph
-        self.ranges = ranges
+        self.params = params
         self.weights = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
         self.consumers: dict[str, list] = {}
         for node in self.graph.node:
@@ -148,17 +127,17 @@ class _Rewriter:
         if len(after) == 1 and after[0].op_type == "Relu" and out not in self.graph_outputs:
             self.folded.add(id(after[0]))
             out = after[0].output[0]
-        return out, QParams.from_range(*self._range(out))
+        return out, self._params(out)
 
-    def _range(self, name):
-        if name not in self.ranges:
-            raise SparsebiasError(f"cannot quantize tensor {name!r}: calibration saw no float values in it")
-        return self.ranges[name]
+    def _params(self, name) -> QParams:
+        if name not in self.params:
+            raise SparsebiasError(f"cannot quantize tensor {name!r}: no range was observed for it")
+        return self.params[name]
 
     def _need_quantized(self, name) -> tuple[str, QParams]:
         if name not in self.quantized:
             self._need_float(name)
-            self._quantize(name, QParams.from_range(*self._range(name)))
+            self._quantize(name, self._params(name))
         return self.quantized[name]
 
     def _quantize(self, name, params: QParams):
@@ -246,3 +225,61 @@ def fake_quant_graph(fp32, int8):
     del graph.node[:]
     graph.node.extend(ordered)
     return model
+
+
+def read_qdq(model):
+    """A QDQ graph (a quantization-aware model exported with its fake quantization as
+    QuantizeLinear-DequantizeLinear pairs) taken apart: the float graph without the pairs, and
+    the uint8 quantization of every tensor a pair stood after, for `quantize_graph`. A pair on
+    a constant (a weight) is folded into the constant it dequantizes to."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    producers = {out: node for node in graph.node for out in node.output}
+    params: dict[str, QParams] = {}
+    renamed: dict[str, str] = {}
+    dropped: set[int] = set()
+    folded = []
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        quantize = producers.get(node.input[0])
+        if quantize is None or quantize.op_type != "QuantizeLinear":
+            raise SparsebiasError(f"QDQ graph: {node.name or node.output[0]} dequantizes a tensor no QuantizeLinear "
+                                  "produced")
+        scale, zero_point = (constants.get(quantize.input[k]) if len(quantize.input) > k else None for k in (1, 2))
+        if scale is None or zero_point is None or scale.size != 1 or zero_point.size != 1:
+            raise SparsebiasError(f"QDQ graph: {quantize.name or quantize.output[0]} needs a constant scalar scale and "
+                                  "zero point (per-tensor quantization)")
+        source = quantize.input[0]
+        if source in constants:
+            info = np.iinfo(zero_point.dtype)
+            steps = np.clip(np.round(constants[source] / scale) + zero_point, info.min, info.max)
+            values = ((steps - zero_point.astype(np.float32)) * scale).astype(np.float32)
+            folded.append(numpy_helper.from_array(values, node.output[0]))
+        elif zero_point.dtype != np.uint8:
+            raise SparsebiasError(f"QDQ graph: {source!r} is quantized to {zero_point.dtype}; sparsebias's INT8 graph "
+                                  "takes uint8 activations")
+        else:
+            params[source] = QParams(float(scale.reshape(())), int(zero_point.reshape(())))
+            renamed[node.output[0]] = source
+        dropped.update((id(node), id(quantize)))
+    kept = [node for node in graph.node if id(node) not in dropped]
+    for node in kept:
+        for k, name in enumerate(node.input):
+            node.input[k] = renamed.get(name, name)
+    for output in graph.output:
+        output.name = renamed.get(output.name, output.name)
+    used = {name for node in kept for name in node.input}
+    kept = [node for node in kept if node.op_type != "Constant" or node.output[0] in used]   # the pairs' scales
+    initializers = [i for i in graph.initializer if i.name in used] + folded
+    del graph.node[:], graph.initializer[:], graph.value_info[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(initializers)
+    return model, params

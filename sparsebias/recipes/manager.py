@@ -67,6 +67,10 @@ class RecipeManager:
     def state_dict(self) -> dict:
         return {str(i): m.state_dict() for i, m in enumerate(self.modifiers)}
 
+    def state_of(self, modifier: Modifier, state: dict) -> dict:
+        """One modifier's part of a state_dict() of this manager."""
+        return state[str(self.modifiers.index(modifier))]
+
     def load_state_dict(self, state: dict) -> None:
         """Restore a state_dict() of this recipe; a state of another recipe (or of sparseml, which
         wrote checkpoints before sparsebias ran recipes itself) is refused in one line."""

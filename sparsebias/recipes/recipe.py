@@ -16,14 +16,14 @@ import yaml
 
 from ..core.devices import PRECISIONS
 from ..core.errors import SparsebiasError, first_line
-from ..modifiers import TRAINING_MODIFIERS, RecipeError
+from ..modifiers import TRAINING_MODIFIERS, QuantizationModifier, RecipeError
 from ..pruning import PRUNING_MODIFIERS, GradualPruningModifier, PruningModifier
 from .manager import RecipeManager
 from .reader import load_value, read_recipe
 
 # SparseML modifiers the executor does not run, and what a user should know about each.
 UNSUPPORTED = {
-    "QuantizationModifier": "quantization-aware training", "MFACPruningModifier": "M-FAC pruning",
+    "MFACPruningModifier": "M-FAC pruning",
     "OBSPruningModifier": "oBERT/OBS pruning", "DistillationModifier": "distillation",
     "KnowledgeDistillationModifier": "distillation", "ACDCPruningModifier": "AC/DC pruning",
     "MovementPruningModifier": "movement pruning", "TopKASTPruningModifier": "Top-KAST pruning",
@@ -69,6 +69,12 @@ class Recipe:
     @property
     def pruning_modifiers(self) -> list:
         return [m for m in self.manager.iter_modifiers() if isinstance(m, GradualPruningModifier)]
+
+    @property
+    def quantization_modifier(self):
+        """The recipe's QuantizationModifier (quantization-aware training), or None."""
+        found = [m for m in self.manager.iter_modifiers() if isinstance(m, QuantizationModifier)]
+        return found[0] if found else None
 
     @property
     def pruning_end_epoch(self) -> float:
@@ -167,6 +173,12 @@ def _check_settings(path: Path, s: dict) -> None:
 
 
 def _check_schedules(recipe: Recipe) -> None:
+    quantizing = [m for m in recipe.manager.iter_modifiers() if isinstance(m, QuantizationModifier)]
+    if len(quantizing) > 1:
+        raise SparsebiasError(f"{recipe.path}: {len(quantizing)} QuantizationModifiers; one quantizes the model")
+    if quantizing and quantizing[0].start_epoch >= recipe.epochs:
+        raise SparsebiasError(f"{recipe.path}: QuantizationModifier starts at epoch {quantizing[0].start_epoch:g}, "
+                              f"when training has ended (epoch {recipe.epochs})")
     for mod in recipe.pruning_modifiers:
         if recipe.epochs < mod.end_epoch:
             raise SparsebiasError(f"{recipe.path}: {type(mod).__name__} ends at epoch {mod.end_epoch:g}, after training ends "

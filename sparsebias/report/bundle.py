@@ -18,8 +18,13 @@ def bundle_summary(bundle, per_layer: bool = True) -> str:
     if "quantization" in m:
         q = m["quantization"]
         change = q["change"]["test"]
-        lines.append(f"precision    {q['precision']}, {q['method']} ({q['calibration']['samples']} calibration images); "
+        how = f"{q['calibration']['samples']} calibration images" if "calibration" in q else q["ranges"]
+        lines.append(f"precision    {q['precision']}, {q['method']} ({how}); "
                      f"vs the FP32 parent on test: accuracy {change['accuracy']:+.4f}, AUC {change['auc']:+.4f}")
+    if "quantization_aware_training" in m:
+        a = m["quantization_aware_training"]
+        lines.append(f"qat          from epoch {a['start_epoch']:g}; {a['graph']} holds its ranges "
+                     f"(`sparsebias quantize` uses them)")
     t = m["training"]
     lines.append(f"training     best epoch {t['best_epoch']} of {t['epochs']}, {t['seconds']:.0f} s, seed {t['seed']}")
     lines.append(f"onnx check   max |onnx - torch| = {m['export']['max_abs_diff_vs_torch']:.2e}"

@@ -46,6 +46,7 @@ class TrainResult:
     best_epoch: int
     history: list = field(default_factory=list)
     precision: str = "fp32"
+    best_manager_state: dict = field(default_factory=dict)   # the recipe's state at the best epoch
 
 
 def predict_logits(model: nn.Module, dataset: FaceImages, device: torch.device = torch.device("cpu"),
@@ -143,7 +144,7 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
         if epoch >= eligible_from and score > best["score"]:
             best = {"epoch": epoch + 1, "score": score}
             if ranks.main:
-                save_checkpoint(best_path, {"model": model.state_dict()})
+                save_checkpoint(best_path, {"model": model.state_dict(), "manager": recipe.manager.state_dict()})
             record["best"] = True
         history.append(record)
         if ranks.main:
@@ -157,8 +158,8 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
     recipe.manager.finalize(model)
     model.to(memory_format=torch.contiguous_format)
     _check_same_masks(model, ranks, device)
-    best_state = load_checkpoint(best_path)["model"] if ranks.main else {}
-    return TrainResult(best_state, best["epoch"], history, precision)
+    best_saved = load_checkpoint(best_path) if ranks.main else {}
+    return TrainResult(best_saved.get("model", {}), best["epoch"], history, precision, best_saved.get("manager", {}))
 
 
 def _check_same_masks(model: nn.Module, ranks: Ranks, device: torch.device) -> None:

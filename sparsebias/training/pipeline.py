@@ -34,6 +34,9 @@ from .loop import predict_logits, train
 from .models import build_model, sparsity_report
 
 CHECK_BATCH = 8
+# the QDQ graph against the fake-quantized torch model, both in float: a value on a rounding
+# boundary can land one step apart when the two sum in different orders
+QDQ_TOLERANCE = 0.05
 
 
 def compress(recipe_path, *, data: str | None = None, attributes: list[str] | None = None,
@@ -124,6 +127,11 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
     with BundleWriter(out_dir / name) as bundle:
         check = normalize(sets["val"].images[:CHECK_BATCH])
         export = export_onnx(model, bundle.file("model.onnx"), check)
+        qat = recipe.quantization_modifier
+        if qat is not None:
+            aware = qat.quantization_aware_model(model, recipe.manager.state_of(qat, result.best_manager_state))
+            qdq_export = export_onnx(aware, bundle.file("model.qdq.onnx"), check, tolerance=QDQ_TOLERANCE,
+                                     optimize=False)
         with torch.no_grad():
             np.savez_compressed(bundle.file("check.npz"), inputs=check.numpy(), logits=model(check).numpy())
         save_checkpoint(bundle.file("model.pt"), {"state_dict": model.state_dict()})
@@ -162,6 +170,10 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
                          "masks_identical_on_every_rank": True if ranks.distributed else None,
                          "precision": result.precision, "memory_format": "channels_last",
                          "versions": _versions()},
+            **({"quantization_aware_training": {
+                **qat.describe(), "graph": "model.qdq.onnx", "export": qdq_export,
+                "note": "model.onnx and the stored logits are the trained weights in FP32; `sparsebias quantize` "
+                        "writes the INT8 bundle with the ranges observed in training"}} if qat else {}),
             "sparsity": {"overall": overall, "per_layer": per_layer},
             "flops": count_flops(bundle.file("model.onnx")).to_dict(),
             "metrics": metrics,

@@ -1,0 +1,144 @@
+"""Quantization-aware training from a recipe: the fake quantization sits where the INT8 graph
+quantizes, exports as QDQ pairs that compute what torch computes, and `quantize` turns the
+trained ranges into the INT8 bundle without calibrating; pruned weights stay zero."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import TINY_SETTINGS, tiny_compress
+from onnx import numpy_helper
+
+import sparsebias
+from sparsebias.bundle.export import export_onnx
+from sparsebias.core.errors import SparsebiasError
+from sparsebias.core.int8 import QParams
+from sparsebias.modifiers import QuantizationModifier
+from sparsebias.modifiers.quantization import quantization_aware, quantizers
+from sparsebias.quantization.graph import fake_quant_graph, quantize_graph, read_qdq
+from sparsebias.recipes import load_recipe, parse_overrides
+from sparsebias.training.models import build_model
+
+RECIPE = "recipes/resnet18_layerwise_95_qat.yaml"
+
+
+def _unoptimized(model):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _observed(arch):
+    """A model of `arch` whose quantizers have seen a few training batches, in eval mode."""
+    torch.manual_seed(0)
+    model = build_model(arch, 3)
+    modifier = QuantizationModifier(start_epoch=0.0)
+    modifier.initialize(model)
+    modifier.update(model, None, 0.0, 1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randn(16, 3, 32, 32) * 2)
+    state = modifier.state_dict()
+    modifier.finalize(model)
+    return model, modifier, state
+
+
+@pytest.mark.parametrize("arch, expected", [("resnet18", 29), ("mobilenet_v1", 28), ("mobilenet_v2", None)])
+def test_the_fake_quantization_is_where_the_int8_graph_quantizes(arch, expected, tmp_path):
+    model, modifier, state = _observed(arch)
+    aware = modifier.quantization_aware_model(model, state)
+    if expected is not None:   # resnet18: input, stem, 3 per block, 3 shortcuts; mobilenet_v1: input, 27 convs
+        assert len(quantizers(aware)) == expected
+    batch = torch.randn(4, 3, 32, 32)
+    export_onnx(aware, tmp_path / "qdq.onnx", batch, tolerance=1e-4, optimize=False)
+    fp32, params = read_qdq(onnx.load(str(tmp_path / "qdq.onnx")))
+    assert len(params) == len(quantizers(aware))
+    assert not [n for n in fp32.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    int8 = quantize_graph(fp32, params)   # every tensor the INT8 graph quantizes has its trained range ...
+    scales = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    for tensor, p in params.items():      # ... and every trained range is used, unchanged
+        assert scales[f"{tensor}_scale"] == np.float32(p.scale) and scales[f"{tensor}_zp"] == p.zero_point
+
+
+def test_quantizers_use_the_int8_graphs_grid():
+    quantizer = quantizers(quantization_aware(build_model("mobilenet_v1", 2)))[0]
+    quantizer.train()
+    x = torch.linspace(-0.7, 3.1, 200).reshape(1, 1, 10, 20)
+    y = quantizer(x)
+    p = QParams.from_range(float(x.min()), float(x.max()))   # the first batch sets the range
+    assert p == quantizer.params()
+    steps = (y / p.scale).numpy() + p.zero_point
+    assert np.allclose(steps, np.round(steps), atol=1e-3) and steps.min() >= 0 and steps.max() <= 255
+    assert torch.equal(quantizer(torch.zeros(1, 1, 2, 2)), torch.zeros(1, 1, 2, 2))   # zero stays exact
+
+
+@pytest.fixture(scope="module")
+def qat_bundles(repo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("qat")
+    fp32 = tiny_compress(repo / RECIPE, out, name="qat", epochs=4)
+    return fp32, sparsebias.quantize(fp32, echo=lambda *a, **k: None)
+
+
+def test_a_qat_recipe_writes_a_bundle_that_quantizes_with_its_trained_ranges(qat_bundles):
+    fp32, int8 = qat_bundles
+    aware = fp32.manifest["quantization_aware_training"]
+    assert aware["start_epoch"] == 3 and aware["freeze_bn_stats_epoch"] == 3.5
+    assert aware["export"]["max_abs_diff_vs_torch"] < 1e-3
+    assert fp32.manifest.sparsity == pytest.approx(0.9475, abs=1e-3)
+    q = int8.manifest["quantization"]
+    assert q["method"] == "quantization-aware training" and "calibration" not in q
+    _, trained = read_qdq(onnx.load(str(fp32.file("model.qdq.onnx"))))
+    graph = onnx.load(str(int8.file("model.onnx"))).graph
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for tensor, p in trained.items():
+        assert values[f"{tensor}_scale"] == np.float32(p.scale) and values[f"{tensor}_zp"] == p.zero_point
+    # pruned weights are zero in the int8 graph, layer by layer
+    plain = onnx.load(str(fp32.file("model.onnx")))
+    fp32_values = {i.name: numpy_helper.to_array(i) for i in plain.graph.initializer}
+    fp32_weights = [fp32_values[n.input[1]] for n in plain.graph.node if n.op_type == "Conv"]
+    int8_weights = [values[n.input[3]] for n in graph.node if n.op_type == "QLinearConv"]
+    assert len(fp32_weights) == len(int8_weights) == 20
+    for w, q in zip(fp32_weights, int8_weights):
+        assert np.all(q[w == 0] == 0)
+
+
+def test_the_int8_bundle_computes_what_the_quantization_aware_model_computes(qat_bundles):
+    """INT8 graph = its simulation in float (checked by quantize, recorded); the simulation with
+    float biases = the QDQ export of the torch model, to float rounding: the INT8 graph is the
+    quantization-aware model but for the int32 rounding of its biases."""
+    fp32, int8 = qat_bundles
+    assert int8.manifest["quantization"]["verified"]["max_abs_diff_vs_simulated"] < 1e-3
+    qdq = onnx.load(str(fp32.file("model.qdq.onnx")))
+    stripped, _ = read_qdq(qdq)
+    simulated = fake_quant_graph(stripped, onnx.load(str(int8.file("model.onnx"))))
+    biases = {i.name: i for i in stripped.graph.initializer}
+    for init in simulated.graph.initializer:
+        if init.name in biases and any(n.op_type == "Conv" and n.input[2:] == [init.name] for n in stripped.graph.node):
+            init.CopyFrom(biases[init.name])
+    images = np.load(fp32.file("check.npz"))["inputs"]
+    aware = _unoptimized(qdq).run(None, {"input": images})[0]
+    got = _unoptimized(simulated).run(None, {"input": images})[0]
+    assert np.abs(got - aware).max() < 1e-4
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ("scheme: tensorrt", "symmetric activations"),
+    ("scheme: {weights: {num_bits: 8, symmetric: false}, input_activations: {num_bits: 8, symmetric: false}}",
+     "weights"),
+    ("ignore: [classifier]", "ignore is not supported"),
+    ("activation_bits: 4", "activation_bits must be 8"),
+    ("freeze_bn_stats_epoch: 0.5", "before start_epoch"),
+])
+def test_quantization_modifier_arguments_it_cannot_honour_are_refused(tmp_path, arguments, message):
+    recipe = tmp_path / "qat.yaml"
+    recipe.write_text("modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n"
+                      f"  - !QuantizationModifier\n    start_epoch: 1\n    {arguments}\n")
+    with pytest.raises(SparsebiasError, match=message):
+        load_recipe(recipe)
+
+
+def test_quantization_must_start_before_training_ends(repo):
+    with pytest.raises(SparsebiasError, match="when training has ended"):
+        load_recipe(repo / RECIPE, parse_overrides([*TINY_SETTINGS, "num_epochs=4", "quantization_start_epoch=4"]))
