@@ -77,14 +77,14 @@ def test_quantizers_use_the_int8_graphs_grid():
 @pytest.fixture(scope="module")
 def qat_bundles(repo, tmp_path_factory):
     out = tmp_path_factory.mktemp("qat")
-    fp32 = tiny_compress(repo / RECIPE, out, name="qat", epochs=4)
+    fp32 = tiny_compress(repo / RECIPE, out, name="qat", epochs=2, extra=["quantization_start_epoch=1"])
     return fp32, sparsebias.quantize(fp32, echo=lambda *a, **k: None)
 
 
 def test_a_qat_recipe_writes_a_bundle_that_quantizes_with_its_trained_ranges(qat_bundles):
     fp32, int8 = qat_bundles
     aware = fp32.manifest["quantization_aware_training"]
-    assert aware["start_epoch"] == 3 and aware["freeze_bn_stats_epoch"] == 3.5
+    assert aware["start_epoch"] == 1 and aware["freeze_bn_stats_epoch"] == 1.5
     assert aware["export"]["max_abs_diff_vs_torch"] < 1e-3
     assert fp32.manifest.sparsity == pytest.approx(0.9475, abs=1e-3)
     q = int8.manifest["quantization"]
@@ -142,3 +142,31 @@ def test_quantization_modifier_arguments_it_cannot_honour_are_refused(tmp_path, 
 def test_quantization_must_start_before_training_ends(repo):
     with pytest.raises(SparsebiasError, match="when training has ended"):
         load_recipe(repo / RECIPE, parse_overrides([*TINY_SETTINGS, "num_epochs=4", "quantization_start_epoch=4"]))
+
+
+@pytest.mark.parametrize("submodules, message", [
+    (None, None), (["input", "sections"], None), (["conv1", "layer1", "layer2", "layer3", "layer4"], None),
+    ([""], None), (["sections"], "leave 1 convolution(s) in float (e.g. conv1)"),
+    (["bert.encoder"], "submodules 'bert.encoder' names no module of resnet18"),
+])
+def test_submodules_must_cover_every_convolution(tmp_path, submodules, message):
+    """SparseML's ResNet QAT recipes name `input` and `sections`; on torchvision's ResNets
+    those are the stem and layer1-4, every convolution the INT8 graph quantizes."""
+    from sparsebias.recipes.recipe import check_recipe_against_model
+
+    recipe = tmp_path / "qat.yaml"
+    listed = "" if submodules is None else f"\n    submodules: {submodules}"
+    recipe.write_text("modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n"
+                      f"  - !QuantizationModifier\n    start_epoch: 1{listed}\n")
+    loaded, model = load_recipe(recipe), build_model("resnet18", 2)
+    if message is None:
+        check_recipe_against_model(loaded, model, "resnet18")
+    else:
+        with pytest.raises(SparsebiasError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            check_recipe_against_model(loaded, model, "resnet18")
+
+
+def test_a_quantization_aware_phase_that_saw_no_batch_is_refused(repo, tmp_path):
+    """It starts at an optimizer step and acts from the next batch: starting at the last step is too late."""
+    with pytest.raises(SparsebiasError, match="saw a batch; start it earlier"):
+        tiny_compress(repo / RECIPE, tmp_path, epochs=1, extra=["quantization_start_epoch=0.9"])

@@ -22,6 +22,7 @@ the end it is exported as a QDQ graph (QuantizeLinear-DequantizeLinear pairs), f
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -38,7 +39,9 @@ SCHEME_ALIASES = ("default", "deepsparse")
 
 
 class ActivationQuantizer(nn.Module):
-    """Fake-quantizes one tensor to uint8 over the range its observer has seen."""
+    """Fake-quantizes one tensor to uint8 over the range its observer has seen; until it has
+    seen a training batch (quantization-aware training starts at an optimizer step, so takes
+    effect from the next batch) it passes values through."""
 
     def __init__(self):
         super().__init__()
@@ -55,6 +58,8 @@ class ActivationQuantizer(nn.Module):
                 else:
                     self.low.add_(AVERAGING_CONSTANT * (low - self.low))
                     self.high.add_(AVERAGING_CONSTANT * (high - self.high))
+        if torch.isnan(self.low):
+            return x
         params = self.params()
         y = torch.fake_quantize_per_tensor_affine(_float32(x), params.scale, params.zero_point, 0, UINT8_MAX)
         return y if y.dtype == x.dtype else y.to(x.dtype)
@@ -244,7 +249,10 @@ class QuantizationModifier(Modifier):
                  strict: bool = True, end_epoch: float = -1.0, submodules: list | None = None,
                  reduce_range: bool = False, activation_bits: int = 8, weight_bits: int = 8,
                  quantize_embeddings: bool = True, quantize_linear_activations: bool = True,
-                 quantize_conv_activations: bool = True, exclude_batchnorm: bool = True, tensorrt: bool = False):
+                 quantize_conv_activations: bool = True, quantize_embedding_activations: bool = True,
+                 exclude_batchnorm: bool = True, exclude_module_types: list | None = None,
+                 custom_quantizable_module_types: list | None = None, activation_qconfig_kwargs: dict | None = None,
+                 weight_qconfig_kwargs: dict | None = None, tensorrt: bool = False):
         super().__init__(start_epoch, end_epoch)
         if self.start_epoch < 0:
             raise RecipeError("QuantizationModifier: start_epoch must be given (the epoch quantization-aware "
@@ -253,8 +261,10 @@ class QuantizationModifier(Modifier):
         self.observer_end = _optional_epoch(self, "disable_quantization_observer_epoch",
                                             disable_quantization_observer_epoch)
         self.bn_freeze = _optional_epoch(self, "freeze_bn_stats_epoch", freeze_bn_stats_epoch)
-        refused = {"scheme_overrides": scheme_overrides, "ignore": ignore, "submodules": submodules,
-                   "num_calibration_steps": num_calibration_steps}
+        refused = {"scheme_overrides": scheme_overrides, "ignore": ignore, "num_calibration_steps": num_calibration_steps,
+                   "exclude_module_types": exclude_module_types,
+                   "custom_quantizable_module_types": custom_quantizable_module_types,
+                   "activation_qconfig_kwargs": activation_qconfig_kwargs, "weight_qconfig_kwargs": weight_qconfig_kwargs}
         for key, value in refused.items():
             if value:
                 raise RecipeError(f"QuantizationModifier: {key} is not supported: sparsebias quantizes every "
@@ -269,6 +279,10 @@ class QuantizationModifier(Modifier):
             if value != wanted:
                 raise RecipeError(f"QuantizationModifier: {key} must be {wanted} (got {value!r}): sparsebias "
                                   "quantizes to int8 weights and uint8 activations over the full range")
+        if submodules is not None and (not isinstance(submodules, list)
+                                       or not all(isinstance(name, str) for name in submodules)):
+            raise RecipeError(f"QuantizationModifier: submodules must be a list of module names, got {submodules!r}")
+        self.submodules = submodules   # checked against the model before training: they must cover every convolution
         self.traced: fx.GraphModule | None = None
         self._module = None
         self._resumed = None
@@ -315,9 +329,9 @@ class QuantizationModifier(Modifier):
         state_dict() of it, e.g. the best epoch's) in eval mode, as it exports: each convolution
         a plain one with its batch norm folded in and its weights rounded, each quantizer a
         QuantizeLinear-DequantizeLinear pair."""
-        if "quantizers" not in state:
-            raise RecipeError("QuantizationModifier: quantization-aware training never started (start_epoch "
-                              f"{self.start_epoch:g} is not before the end of training)")
+        if "quantizers" not in state or any(math.isnan(low) for low, _, _ in state["quantizers"]):
+            raise RecipeError(f"QuantizationModifier: training ended before quantization-aware training (from epoch "
+                              f"{self.start_epoch:g}) saw a batch; start it earlier")
         traced = quantization_aware(module)
         _restore_quantizers(traced, state)
         for name, child in list(traced.named_children()):

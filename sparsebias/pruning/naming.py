@@ -36,7 +36,7 @@ def sparseml_resnet_name(name: str) -> str | None:
     return None
 
 
-def _is_resnet(module: nn.Module) -> bool:
+def is_resnet(module: nn.Module) -> bool:
     return all(hasattr(module, a) for a in ("conv1", "bn1", "layer1", "layer4", "fc"))
 
 
@@ -52,7 +52,7 @@ def find_parameters(module: nn.Module, patterns: list[str], who: str) -> list[tu
                 re.compile(pattern[3:])
             except re.error as e:
                 raise RecipeError(f"{who}: params {pattern!r} is not a valid regular expression: {e}") from None
-    aliases = _is_resnet(module)
+    aliases = is_resnet(module)
     found, matched = [], set()
     for layer_name, layer in module.named_modules():
         for attr, _ in layer.named_parameters(recurse=False):

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from torch import nn
 
 from ..core.devices import PRECISIONS
 from ..core.errors import SparsebiasError, first_line
 from ..modifiers import TRAINING_MODIFIERS, QuantizationModifier, RecipeError
+from ..modifiers.quantization import quantization_aware
 from ..pruning import PRUNING_MODIFIERS, GradualPruningModifier, PruningModifier
+from ..pruning.naming import is_resnet, sparseml_resnet_name
 from .manager import RecipeManager
 from .reader import load_value, read_recipe
 
@@ -187,7 +190,9 @@ def _check_schedules(recipe: Recipe) -> None:
 
 def check_recipe_against_model(recipe: Recipe, model, arch: str) -> None:
     """Every params pattern must name a parameter of the model; N:M layers must split into groups;
-    a layer-wise pruner must leave each layer a weight."""
+    a layer-wise pruner must leave each layer a weight; quantization must cover every convolution
+    of a model torch.fx can trace."""
+    _check_quantization(recipe, model, arch)
     for mod in recipe.manager.iter_modifiers():
         if not isinstance(mod, PruningModifier):
             continue
@@ -222,3 +227,35 @@ def check_recipe_against_data(recipe: Recipe, table) -> None:
             if len(set(table.labels[train, table.names.index(column)].tolist())) < 2:
                 raise SparsebiasError(f"{recipe.path}: {type(mod).__name__} sensitive column {column!r} has a single "
                                       f"value in the training split of {table.root}; groups need two or more")
+
+
+def _check_quantization(recipe: Recipe, model, arch: str) -> None:
+    """A QuantizationModifier's `submodules` (torchvision's names, or SparseML's ResNet names such as
+    `input` and `sections`) must name modules of the model and cover every convolution: the INT8
+    graph quantizes them all."""
+    qat = recipe.quantization_modifier
+    if qat is None:
+        return
+    try:
+        quantization_aware(model)
+    except RecipeError as e:
+        raise SparsebiasError(f"{recipe.path}: {e}") from None
+    if qat.submodules is None:
+        return
+    names = {}   # every module name, and its SparseML alias on ResNets
+    for name, _ in model.named_modules():
+        names[name] = [name]
+        alias = sparseml_resnet_name(f"{name}.weight") if is_resnet(model) and name else None
+        if alias:
+            names[name].append(alias.removesuffix(".weight"))
+
+    def under(name, prefix):
+        return prefix == "" or name == prefix or name.startswith(prefix + ".")
+    unknown = [s for s in qat.submodules if not any(under(n, s) for aliases in names.values() for n in aliases)]
+    if unknown:
+        raise SparsebiasError(f"{recipe.path}: QuantizationModifier submodules {unknown[0]!r} names no module of {arch}")
+    left = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
+            and not any(under(n, s) for n in names[name] for s in qat.submodules)]
+    if left:
+        raise SparsebiasError(f"{recipe.path}: QuantizationModifier submodules leave {len(left)} convolution(s) in "
+                              f"float (e.g. {left[0]}); sparsebias's INT8 graph quantizes every convolution")

@@ -28,6 +28,7 @@ from ..data.celeba import SPLITS
 from ..data.groups import SENSITIVE_COLUMNS
 from ..data.images import MEAN, STD
 from ..data.loader import FaceImages, normalize
+from ..modifiers import RecipeError
 from ..recipes.recipe import check_recipe_against_data, check_recipe_against_model, load_recipe
 from .checkpoint import save_checkpoint, state_dict_from
 from .loop import predict_logits, train
@@ -129,7 +130,10 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
         export = export_onnx(model, bundle.file("model.onnx"), check)
         qat = recipe.quantization_modifier
         if qat is not None:
-            aware = qat.quantization_aware_model(model, recipe.manager.state_of(qat, result.best_manager_state))
+            try:
+                aware = qat.quantization_aware_model(model, recipe.manager.state_of(qat, result.best_manager_state))
+            except RecipeError as e:
+                raise SparsebiasError(f"{recipe.path}: {e}") from None
             qdq_export = export_onnx(aware, bundle.file("model.qdq.onnx"), check, tolerance=QDQ_TOLERANCE,
                                      optimize=False)
         with torch.no_grad():
