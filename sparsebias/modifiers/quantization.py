@@ -52,7 +52,7 @@ class ActivationQuantizer(nn.Module):
     def forward(self, x):
         if self.training and self.observing:
             with torch.no_grad():
-                low, high = x.detach().min().float(), x.detach().max().float()
+                low, high = (v.float() for v in torch.aminmax(x.detach()))
                 if torch.isnan(self.low):
                     self.low.copy_(low), self.high.copy_(high)
                 else:
