@@ -285,7 +285,6 @@ class QuantizationModifier(Modifier):
         self.submodules = submodules   # checked against the model before training: they must cover every convolution
         self.traced: fx.GraphModule | None = None
         self._module = None
-        self._resumed = None
 
     def initialize(self, module, epoch: float = 0.0, **kwargs) -> None:
         super().initialize(module, epoch, **kwargs)
