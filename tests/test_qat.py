@@ -170,3 +170,28 @@ def test_a_quantization_aware_phase_that_saw_no_batch_is_refused(repo, tmp_path)
     """It starts at an optimizer step and acts from the next batch: starting at the last step is too late."""
     with pytest.raises(SparsebiasError, match="saw a batch; start it earlier"):
         tiny_compress(repo / RECIPE, tmp_path, epochs=1, extra=["quantization_start_epoch=0.9"])
+
+
+def test_a_resumed_run_carries_on_with_the_same_fake_quantization():
+    """What --resume restores: the ranges seen so far, which quantizers still observe, frozen BN."""
+    model, _, _ = _observed("resnet18")
+    modifier = QuantizationModifier(start_epoch=0.0, freeze_bn_stats_epoch=1.0, disable_quantization_observer_epoch=1.0)
+    modifier.initialize(model)
+    modifier.update(model, None, 0.0, 1)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 32, 32))
+    modifier.update(model, None, 1.0, 1)             # BN frozen, observers stopped
+    state, batch = modifier.state_dict(), torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.eval()(batch)
+    modifier.finalize(model)
+
+    resumed = QuantizationModifier(start_epoch=0.0, freeze_bn_stats_epoch=1.0, disable_quantization_observer_epoch=1.0)
+    resumed.initialize(model)
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 32, 32) * 5)          # stopped observers do not move
+        assert torch.equal(model.eval()(batch), expected)
