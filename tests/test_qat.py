@@ -195,3 +195,13 @@ def test_a_resumed_run_carries_on_with_the_same_fake_quantization():
     with torch.no_grad():
         model(torch.randn(8, 3, 32, 32) * 5)          # stopped observers do not move
         assert torch.equal(model.eval()(batch), expected)
+
+
+def test_the_command_says_calibration_options_go_unused_on_a_qat_bundle(qat_bundles, tmp_path):
+    from conftest import cli
+
+    fp32, _ = qat_bundles
+    result = cli("quantize", fp32.path, "--calibration", 16, "--out", tmp_path, "--name", "q")
+    assert result.exit_code == 0, result.output
+    assert "precision    int8, quantization-aware training" in result.output
+    assert "note: --calibration unused: the ranges come from the bundle's quantization-aware training" in result.output

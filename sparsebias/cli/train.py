@@ -112,5 +112,9 @@ def quantize(bundle, calibration, seed, name, out_dir, data):
     from ..quantization import quantize as run
     from ..report import bundle_summary
 
-    click.echo(bundle_summary(run(bundle, calibration=calibration, seed=seed, name=name, out_dir=out_dir, data=data,
-                                  echo=click.echo), per_layer=False))
+    written = run(bundle, calibration=calibration, seed=seed, name=name, out_dir=out_dir, data=data, echo=click.echo)
+    click.echo(bundle_summary(written, per_layer=False))
+    given = [f"--{key}" for key in ("calibration", "seed")
+             if click.get_current_context().get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE]
+    if given and "calibration" not in written.manifest["quantization"]:
+        click.echo(f"note: {' and '.join(given)} unused: the ranges come from the bundle's quantization-aware training")
