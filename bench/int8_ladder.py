@@ -128,8 +128,8 @@ def resized(bundle, size: int, work: Path, calibration: int) -> Path:
 
     from sparsebias.bundle.export import export_onnx
     from sparsebias.data import open_data
-    from sparsebias.data.images import split_images, standardize
-    from sparsebias.quantization.calibrate import activation_ranges
+    from sparsebias.data.images import split_images
+    from sparsebias.quantization.calibrate import calibrated_params
     from sparsebias.quantization.graph import quantize_graph
     from sparsebias.training.checkpoint import state_dict_from
     from sparsebias.training.models import build_model
@@ -149,9 +149,8 @@ def resized(bundle, size: int, work: Path, calibration: int) -> Path:
                          spec["shape"][-1])[:calibration]
     big = np.stack([np.asarray(Image.fromarray(x.transpose(1, 2, 0)).resize((size, size), Image.BILINEAR))
                     .transpose(2, 0, 1) for x in train])
-    batches = [standardize(big[i:i + 64], spec["mean"], spec["std"]) for i in range(0, len(big), 64)]
     fp32 = onnx.load(str(fp32_path))
-    onnx.save(quantize_graph(fp32, activation_ranges(fp32, batches)), str(path))
+    onnx.save(quantize_graph(fp32, calibrated_params(fp32, big, spec)), str(path))
     return path
 
 

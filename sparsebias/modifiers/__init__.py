@@ -21,5 +21,6 @@ from .quantization import QuantizationModifier
 TRAINING_MODIFIERS = (EpochRangeModifier, SetLearningRateModifier, LearningRateFunctionModifier, LearningRateModifier,
                       SetWeightDecayModifier, QuantizationModifier)
 
-__all__ = ["EpochRangeModifier", "LearningRateFunctionModifier", "LearningRateModifier", "Modifier", "QuantizationModifier", "RecipeError",
+__all__ = ["EpochRangeModifier", "LearningRateFunctionModifier", "LearningRateModifier", "Modifier",
+           "QuantizationModifier", "RecipeError",
            "SetLearningRateModifier", "SetWeightDecayModifier", "TRAINING_MODIFIERS", "UpdateModifier"]

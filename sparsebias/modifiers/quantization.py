@@ -93,16 +93,28 @@ class QuantizedConv(nn.Module):
 
     def forward(self, x):
         conv, bn = self.conv, self.bn
-        if bn is None:
-            return conv._conv_forward(x, fake_quantize_weight(conv.weight), conv.bias)
-        factor = (bn.weight if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
-        weight = fake_quantize_weight(conv.weight * factor.reshape(-1, 1, 1, 1))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        if self.training and bn.training and not self.bn_frozen:
+        if self.training and bn is not None and bn.training and not self.bn_frozen:
+            factor = self._factor()
+            weight = fake_quantize_weight(conv.weight * factor.reshape(-1, 1, 1, 1))
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
             safe = torch.where(factor != 0, factor, torch.ones_like(factor)).reshape(1, -1, 1, 1)
             return bn(conv._conv_forward(x, weight, None) / safe + bias.reshape(1, -1, 1, 1))
-        folded_bias = (bias - bn.running_mean) * factor + (bn.bias if bn.affine else 0.0)
-        return conv._conv_forward(x, weight, folded_bias)
+        return conv._conv_forward(x, *self._folded())
+
+    def _factor(self) -> torch.Tensor:
+        bn = self.bn
+        return (bn.weight if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
+
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fake-quantized weights and the bias of the convolution with the batch norm, at its
+        running statistics, folded in."""
+        conv, bn = self.conv, self.bn
+        if bn is None:
+            return fake_quantize_weight(conv.weight), conv.bias
+        factor = self._factor()
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        return (fake_quantize_weight(conv.weight * factor.reshape(-1, 1, 1, 1)),
+                (bias - bn.running_mean) * factor + (bn.bias if bn.affine else 0.0))
 
     @torch.no_grad()
     def folded(self) -> nn.Conv2d:
@@ -111,16 +123,9 @@ class QuantizedConv(nn.Module):
         plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                           conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
                           device=conv.weight.device)
-        if self.bn is None:
-            weight, bias = conv.weight, conv.bias if conv.bias is not None else torch.zeros_like(plain.bias)
-        else:
-            bn = self.bn
-            factor = (bn.weight if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
-            weight = conv.weight * factor.reshape(-1, 1, 1, 1)
-            bias = ((conv.bias if conv.bias is not None else 0.0) - bn.running_mean) * factor + (
-                bn.bias if bn.affine else 0.0)
-        plain.weight.copy_(fake_quantize_weight(weight))
-        plain.bias.copy_(bias)
+        weight, bias = self._folded()
+        plain.weight.copy_(weight)
+        plain.bias.copy_(bias if bias is not None else torch.zeros_like(plain.bias))
         return plain
 
 
@@ -343,7 +348,8 @@ class QuantizationModifier(Modifier):
         traced.to(next(module.parameters()).device)
 
         def forward(*args, **kwargs):   # the quantizers follow the model into train and eval mode
-            traced.train(module.training)
+            if traced.training != module.training:
+                traced.train(module.training)
             return traced(*args, **kwargs)
         module.forward = forward        # the module, and DDP around it, now run fake-quantized
 

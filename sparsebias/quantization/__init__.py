@@ -16,15 +16,13 @@ from .._version import __version__
 from ..bundle import Bundle, BundleWriter, as_bundle, bundle_lock, ensure_replaceable, sha256
 from ..bundle.flops import count_flops
 from ..core.errors import SparsebiasError
-from ..core.int8 import QParams
 from ..core.outputs import Outputs
 from ..data import open_data
 from ..data.images import split_images, standardize
-from .calibrate import activation_ranges
+from .calibrate import BATCH, calibrated_params
 from .graph import fake_quant_graph, quantize_graph, read_qdq
 
 CALIBRATION_SAMPLES = 512
-BATCH = 64
 SCHEME = {"format": "QOperator (QLinearConv, com.microsoft QLinearAdd), opset 13",
           "weights": "int8, symmetric, per tensor, zero point 0 (pruned weights stay zero)",
           "activations": "uint8, asymmetric, per tensor, min-max calibrated; ReLU folded into the op before it",
@@ -67,9 +65,7 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
                                                           replace=False))
         echo(f"Calibrating {parent.path.name} on {len(rows)} training image(s)")
         fp32 = onnx.load(str(parent.file("model.onnx")))
-        batches = (standardize(train[rows[i:i + BATCH]], spec["mean"], spec["std"]) for i in range(0, len(rows), BATCH))
-        params = {tensor: QParams.from_range(low, high)
-                  for tensor, (low, high) in activation_ranges(fp32, batches).items()}
+        params = calibrated_params(fp32, train[rows], spec)
         method = {"method": "post-training static",
                   "calibration": {"split": "train", "samples": int(len(rows)), "seed": seed, "ranges": "min-max"}}
     int8 = quantize_graph(fp32, params)

@@ -1,14 +1,22 @@
-"""Activation ranges for post-training quantization: the FP32 graph run on calibration images
-with every intermediate tensor exposed, min and max kept per tensor."""
+"""Activation quantization for post-training INT8: the FP32 graph run on calibration images
+with every intermediate tensor exposed, min and max kept per tensor, each range turned into
+its uint8 scale and zero point."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..core.errors import SparsebiasError
+from ..core.int8 import QParams
+from ..data.images import standardize
+
+BATCH = 64
 
 
-def activation_ranges(model, batches) -> dict[str, tuple[float, float]]:
-    """(min, max) of the graph input and of every float tensor a node produces, over `batches`
-    (float32 arrays the graph takes). `model` is an onnx.ModelProto."""
+def calibrated_params(model, images: np.ndarray, spec: dict) -> dict[str, QParams]:
+    """uint8 quantization of the graph input and of every float tensor a node produces, from
+    min-max ranges over `images` (uint8 NCHW, standardized with the bundle input `spec`'s
+    mean and std). `model` is an onnx.ModelProto."""
     import onnx
     import onnxruntime as ort
 
@@ -26,7 +34,8 @@ def activation_ranges(model, batches) -> dict[str, tuple[float, float]]:
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     ranges: dict[str, list[float]] = {}
-    for batch in batches:
+    for start in range(0, len(images), BATCH):
+        batch = standardize(images[start:start + BATCH], spec["mean"], spec["std"])
         values = session.run(names, {input_name: batch})
         for name, value in ((input_name, batch), *zip(names, values)):
             if value.dtype.kind != "f" or not value.size:
@@ -38,4 +47,4 @@ def activation_ranges(model, batches) -> dict[str, tuple[float, float]]:
                 ranges[name] = [low, high]
     if not ranges:
         raise SparsebiasError("no calibration images")
-    return {name: (low, high) for name, (low, high) in ranges.items()}
+    return {name: QParams.from_range(low, high) for name, (low, high) in ranges.items()}
