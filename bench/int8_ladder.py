@@ -36,7 +36,8 @@ def main():
     parser.add_argument("bundles", nargs="+", help="pruned FP32 bundles")
     parser.add_argument("--dense", required=True, help="the dense FP32 bundle every speedup is read against")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per model and engine, all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (speedup: median of their ratios)")
     parser.add_argument("--calibration", type=int, default=512)
     parser.add_argument("--size", type=int, default=None, help="input size to measure at (default: the bundles')")
     parser.add_argument("--out", default="bench/results/int8_ladder")
@@ -56,7 +57,7 @@ def main():
         models = [resized(b, args.size, work, args.calibration) for b in [*fp32, *int8]]
         reference = resized(dense, args.size, work, args.calibration)
     report = sparsebias.bench(models, reference=reference, engines=engines, batch_sizes=[args.batch_size],
-                              warmup_s=2.0, duration_s=args.duration)
+                              warmup_s=2.0, duration_s=args.duration, rounds=args.rounds)
     frame = report.to_frame().reset_index()
     rows = []
     for bundle in [dense, *fp32, *int8]:
@@ -68,8 +69,9 @@ def main():
         for engine in engines:
             row = frame[(frame["model"] == bundle.path.name) & (frame["engine"] == engine)].iloc[0]
             share = row.get("supported_share")
-            cells.append(f"{row['speedup_vs_onnxruntime']:.2f}x" + (f" ({share:.0%} of graph)" if share == share
-                                                                      and share is not None and share < 1 else ""))
+            low, high = row["speedup_vs_onnxruntime_range"]
+            cells.append(f"{row['speedup_vs_onnxruntime']:.2f}x ({low:.2f}-{high:.2f})"
+                         + (f", {share:.0%} of graph" if share == share and share is not None and share < 1 else ""))
         rows.append(cells)
     table = markdown_table(["bundle", "precision", "sparsity", "test accuracy", "test AUC",
                             "INT8 change: accuracy / AUC / decisions", "INT8 change: mean BA per identity",
@@ -79,7 +81,8 @@ def main():
     text = (f"# The ladder with INT8 rungs\n\nMeasured {m['measured']} on {m['cpu']} ({m['physical_cores']} "
             f"physical cores), batch {args.batch_size}, input "
             f"{[3, args.size, args.size] if args.size else fp32[0].manifest['input']['shape'][1:]}, "
-            f"{args.duration:g} s per model and engine, one run; versions: "
+            f"{args.duration:g} s per model and engine in {args.rounds} interleaved rounds of one run (speedup: "
+            f"median of the rounds' ratios; in brackets the lowest and highest); versions: "
             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".\n\n" + table + "\n")
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {"bench": report.to_dict(), "table": rows})

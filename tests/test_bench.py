@@ -2,13 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import DEEPSPARSE
 
 from sparsebias.cli import main
 from sparsebias.engines import load_engine, open_model
-from sparsebias.engines.benchmark import Settings, measure, run_bench
+from sparsebias.engines.benchmark import Settings, _add_speedups, measure, run_bench
 
 QUICK = dict(warmup_s=0.0, duration_s=0.2)
 
@@ -35,14 +36,27 @@ def test_every_model_engine_and_batch_is_measured(report):
     assert all(r["items_per_second"] > 0 for r in report["results"])
 
 
-def test_speedups_are_ratios_of_this_run(report):
-    ips = {(r["model"], r["engine"], r["batch_size"]): r["items_per_second"] for r in report["results"]}
+def test_speedups_are_median_ratios_of_this_runs_rounds(report):
+    rounds = {(r["model"], r["engine"], r["batch_size"]): np.array(r["rounds_items_per_second"])
+              for r in report["results"]}
     for r in report["results"]:
-        key = (r["engine"], r["batch_size"])
-        assert r["speedup_same_engine"] == pytest.approx(r["items_per_second"] / ips[("dense", *key)])
-        assert r["speedup_vs_onnxruntime"] == pytest.approx(
-            r["items_per_second"] / ips[("dense", "onnxruntime", r["batch_size"])])
+        own, key = rounds[(r["model"], r["engine"], r["batch_size"])], (r["engine"], r["batch_size"])
+        assert len(own) == 3 and r["iterations"] >= 15
+        assert r["speedup_same_engine"] == pytest.approx(np.median(own / rounds[("dense", *key)]))
+        vs_ort = own / rounds[("dense", "onnxruntime", r["batch_size"])]
+        assert r["speedup_vs_onnxruntime"] == pytest.approx(np.median(vs_ort))
+        assert r["speedup_vs_onnxruntime_range"] == pytest.approx([vs_ort.min(), vs_ort.max()])
     assert all(r["speedup_same_engine"] == 1.0 for r in report["results"] if r["reference"])
+
+
+def test_speedup_is_the_median_of_per_round_ratios_not_of_totals():
+    # the machine slowed down in round 2 for both models; the per-round ratio stays 2
+    results = [{"model": "sparse", "engine": "onnxruntime", "batch_size": 1, "rounds_items_per_second": [200, 50, 180]},
+               {"model": "dense", "engine": "onnxruntime", "batch_size": 1, "rounds_items_per_second": [100, 25, 60]}]
+    _add_speedups(results, "dense")
+    assert results[0]["speedup_vs_onnxruntime"] == 2.0
+    assert results[0]["speedup_vs_onnxruntime_range"] == [2.0, 3.0]
+    assert results[1]["speedup_same_engine"] == 1.0
 
 
 def test_agreement_and_flops_are_reported(report, sparse_bundle):
@@ -71,6 +85,7 @@ def test_cli_writes_json_markdown_and_png(sparse_bundle, tmp_path):
     (["--batch-size", "0"], "every value must be at least 1"),
     (["--batch-size", "a,b"], "comma-separated whole numbers"),
     (["--engine", "tensorrt-llm"], "unknown engine 'tensorrt-llm'"),
+    (["--rounds", "0"], "--rounds"),
 ])
 def test_bad_options_exit_2(dense_bundle, tmp_path, args, message):
     result = CliRunner().invoke(main, ["bench", str(dense_bundle.path), "--out", str(tmp_path / "r"), *args])

@@ -21,10 +21,13 @@ from .common import TRUSTED_KEY, int_list, loaded, progress_bar
 @click.option("--warmup", default=2.0, show_default=True, type=click.FloatRange(min=0), help="Seconds of warm-up.")
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds measured per model, engine and batch size.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Interleaved rounds the measuring time is cut into; speedups are the median of the rounds' "
+                   "ratios.")
 @click.option("--profile", is_flag=True, help="Also record DeepSparse's per-layer timings.")
 @click.option("--out", "out_dir", default="bench-report", show_default=True, type=click.Path(file_okay=False),
               help="Folder for bench.json, bench.md and bench.png.")
-def bench(models, engines, batch_sizes, cores, reference, warmup, duration, profile, out_dir):
+def bench(models, engines, batch_sizes, cores, reference, warmup, duration, rounds, profile, out_dir):
     """Measure items/s and latency of bundles (or ONNX files) on several engines.
 
     \b
@@ -38,7 +41,8 @@ def bench(models, engines, batch_sizes, cores, reference, warmup, duration, prof
     bar, progress = progress_bar(total=1, unit="run")
     with bar:
         report = run(models, engines=engines, batch_sizes=int_list(batch_sizes, "--batch-size"), cores=cores,
-                     reference=reference, warmup_s=warmup, duration_s=duration, profile=profile, progress=progress)
+                     reference=reference, warmup_s=warmup, duration_s=duration, rounds=rounds, profile=profile,
+                     progress=progress)
     click.echo(bench_table(report))
     for a in report.disagreements:
         click.echo(f"warning: {a['engine']} differs from onnxruntime by {a['max_abs_diff']:.2e} on {a['model']}",

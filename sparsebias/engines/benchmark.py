@@ -4,6 +4,10 @@ Absolute times on shared machines drift from run to run; what carries over is th
 ratio of two figures measured side by side. So every run measures the reference
 (a dense bundle given with `reference`, else the model itself on onnxruntime, which
 does not exploit sparsity) in the same process, and reports speedups against it.
+The load of a shared machine also drifts within a run, so the measuring time is cut
+into rounds that visit every model, engine and batch size in turn (engines stay
+compiled), and a speedup is the median of its per-round ratios, reported with their
+range.
 """
 
 from __future__ import annotations
@@ -33,10 +37,17 @@ class Settings:
     duration_s: float = 10.0
     seed: int = 0
     profile: bool = False   # also record DeepSparse's per-layer timings at the largest batch
+    rounds: int = 3         # duration_s is shared among this many interleaved rounds
 
 
 def measure(engine: Engine, warmup_s: float, duration_s: float, seed: int = 0, min_iterations: int = 5) -> dict:
     """Time `run_batch` on one fixed random batch, after warming up, as DeepSparse's benchmark does."""
+    return summarize(time_batches(engine, warmup_s, duration_s, seed, min_iterations), engine.batch_size)
+
+
+def time_batches(engine: Engine, warmup_s: float, duration_s: float, seed: int = 0,
+                 min_iterations: int = 5) -> np.ndarray:
+    """Seconds per `run_batch` call, after at least one untimed call and `warmup_s` of them."""
     shape = (engine.batch_size, *engine.model.input_shape)
     batch = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
     deadline = time.perf_counter() + warmup_s
@@ -49,8 +60,13 @@ def measure(engine: Engine, warmup_s: float, duration_s: float, seed: int = 0, m
         t0 = time.perf_counter()
         engine.run_batch(batch)
         times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1e3
-    return {"items_per_second": engine.batch_size * len(times) / float(np.sum(times)), "iterations": len(times),
+    return np.array(times)
+
+
+def summarize(times: np.ndarray, batch_size: int) -> dict:
+    """items/s (batch over mean latency) and latency percentiles of timed batches."""
+    ms = np.asarray(times) * 1e3
+    return {"items_per_second": batch_size * len(ms) / (float(np.sum(ms)) / 1e3), "iterations": len(ms),
             "latency_ms": {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
                            "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99))}}
 
@@ -88,13 +104,14 @@ class BenchReport:
                  "reference": r["reference"], "items_per_second": r["items_per_second"],
                  **{f"latency_ms_{k}": v for k, v in r["latency_ms"].items()},
                  "speedup_vs_onnxruntime": r["speedup_vs_onnxruntime"],
+                 "speedup_vs_onnxruntime_range": r["speedup_vs_onnxruntime_range"],
                  "speedup_same_engine": r["speedup_same_engine"],
                  "supported_share": r.get("supported_share")} for r in self.document["results"]]
         return pd.DataFrame.from_records(rows).set_index(["model", "engine", "batch_size"])
 
 
 def bench(models, *, engines=("auto", BASELINE_ENGINE), batch_sizes=(1, 16), cores: int | None = None,
-          reference=None, warmup_s: float = 2.0, duration_s: float = 10.0, profile: bool = False,
+          reference=None, warmup_s: float = 2.0, duration_s: float = 10.0, rounds: int = 3, profile: bool = False,
           progress=None) -> BenchReport:
     """Measure bundles (or ONNX files) on engines ('auto': DeepSparse where installed, else
     onnxruntime; 'available': every engine that runs here), against `reference` if given.
@@ -103,7 +120,7 @@ def bench(models, *, engines=("auto", BASELINE_ENGINE), batch_sizes=(1, 16), cor
     """
     names = parse_engines(",".join(engines) if not isinstance(engines, str) else engines)
     settings = Settings(engines=names, batch_sizes=[batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes), cores=cores or physical_cores(),
-                        warmup_s=warmup_s, duration_s=duration_s, profile=profile)
+                        warmup_s=warmup_s, duration_s=duration_s, profile=profile, rounds=rounds)
     paths = [models] if isinstance(models, (str, Path)) or hasattr(models, "manifest") else list(models)
     return BenchReport(run_bench(paths, settings, reference=reference, progress=progress))
 
@@ -115,6 +132,8 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
         engines.append(BASELINE_ENGINE)  # the dense-equivalent baseline every speedup is read against
     if not settings.batch_sizes or min(settings.batch_sizes) < 1:
         raise SparsebiasError(f"batch sizes must be at least 1, got {settings.batch_sizes}")
+    if settings.rounds < 1:
+        raise SparsebiasError(f"rounds must be at least 1, got {settings.rounds}")
     models = [open_model(p) for p in paths]
     ref_model = open_model(reference) if reference else None
     every = models + ([ref_model] if ref_model else [])
@@ -131,14 +150,14 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
                 raise EngineUnavailable(f"{name}: {reason}")
 
     jobs = [(m, e, b) for m in every for e in engines for b in settings.batch_sizes]
-    results, agreement, seen = [], [], set()
-    baseline_logits = {}
-    for i, (model, engine_name, batch_size) in enumerate(jobs):
+    loaded, agreement, baseline_logits = [], [], {}
+    steps, step = len(jobs) * (settings.rounds + 1), 0
+    for model, engine_name, batch_size in jobs:
         if progress:
-            progress(i, len(jobs), f"{model.name} {engine_name} batch {batch_size}")
+            progress(step, steps, f"compiling {model.name} on {engine_name}, batch {batch_size}")
+        step += 1
         engine = load_engine(engine_name, model, batch_size, settings.cores)
-        if (model.onnx_path, engine_name) not in seen:
-            seen.add((model.onnx_path, engine_name))
+        if not any(a["model"] == model.name and a["engine"] == engine_name for a in agreement):
             inputs = agreement_inputs(model, settings.seed)
             if model.onnx_path not in baseline_logits:
                 baseline_logits[model.onnx_path] = load_engine(BASELINE_ENGINE, model, len(inputs),
@@ -147,12 +166,25 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
             agreement.append({"model": model.name, "engine": engine_name, "vs": BASELINE_ENGINE,
                               "inputs": len(inputs), "max_abs_diff": diff,
                               "agrees": diff <= ENGINES[engine_name].tolerance})
-        timing = measure(engine, settings.warmup_s, settings.duration_s, settings.seed)
+        loaded.append(engine)
+    times = [[] for _ in jobs]
+    for round_ in range(settings.rounds):
+        for i, (model, engine_name, batch_size) in enumerate(jobs):
+            if progress:
+                progress(step, steps, f"round {round_ + 1}/{settings.rounds}: {model.name} {engine_name} "
+                                      f"batch {batch_size}")
+            step += 1
+            times[i].append(time_batches(loaded[i], settings.warmup_s if round_ == 0 else 0.0,
+                                         settings.duration_s / settings.rounds, settings.seed))
+    results = []
+    for (model, engine_name, batch_size), engine, timed in zip(jobs, loaded, times):
         results.append({"model": model.name, "engine": engine_name, "batch_size": batch_size,
-                        "reference": model is ref_model, **timing, **engine.describe()})
-        del engine
+                        "reference": model is ref_model, **summarize(np.concatenate(timed), batch_size),
+                        "rounds_items_per_second": [summarize(t, batch_size)["items_per_second"] for t in timed],
+                        **engine.describe()})
+    del loaded
     if progress:
-        progress(len(jobs), len(jobs), "done")
+        progress(steps, steps, "done")
     _add_speedups(results, ref_model.name if ref_model else None)
     profile = {m.name: profile_deepsparse(m, max(settings.batch_sizes), settings.cores)
                for m in every} if settings.profile and "deepsparse" in engines else {}
@@ -164,20 +196,25 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
 
 
 def _add_speedups(results: list[dict], reference: str | None) -> None:
-    ips = {(r["model"], r["engine"], r["batch_size"]): r["items_per_second"] for r in results}
+    """Median over rounds of each round's ratio, with the rounds' range."""
+    rounds = {(r["model"], r["engine"], r["batch_size"]): np.array(r["rounds_items_per_second"]) for r in results}
     for r in results:
-        base_model = reference or r["model"]
-        r["speedup_vs_onnxruntime"] = r["items_per_second"] / ips[(base_model, BASELINE_ENGINE, r["batch_size"])]
-        r["speedup_same_engine"] = (r["items_per_second"] / ips[(reference, r["engine"], r["batch_size"])]
-                                    if reference else None)
+        own = rounds[(r["model"], r["engine"], r["batch_size"])]
+        base = own / rounds[(reference or r["model"], BASELINE_ENGINE, r["batch_size"])]
+        r["speedup_vs_onnxruntime"] = float(np.median(base))
+        r["speedup_vs_onnxruntime_range"] = [float(base.min()), float(base.max())]
+        same = own / rounds[(reference, r["engine"], r["batch_size"])] if reference else None
+        r["speedup_same_engine"] = float(np.median(same)) if reference else None
 
 
 def _speedup_definition(with_reference: bool) -> dict:
     if with_reference:
-        return {"speedup_vs_onnxruntime": "items/s over the reference on onnxruntime (CPU, dense), same batch",
-                "speedup_same_engine": "items/s over the reference on the same engine, same batch"}
+        return {"speedup_vs_onnxruntime": "items/s over the reference on onnxruntime (CPU, dense), same batch; "
+                                          "median of the rounds' ratios",
+                "speedup_same_engine": "items/s over the reference on the same engine, same batch; median of the "
+                                       "rounds' ratios"}
     return {"speedup_vs_onnxruntime": "items/s over the same model on onnxruntime (CPU, which runs it dense), "
-                                      "same batch"}
+                                      "same batch; median of the rounds' ratios"}
 
 
 def describe_model(model: ModelSource, reference: bool = False) -> dict:

@@ -18,10 +18,12 @@ def results_table(report: dict) -> str:
             engine += f" ({r['supported_share']:.0%} of the graph; the rest on its onnxruntime)"
         if "sparse_weight_share" in r:   # what ran on 2:4 sparse kernels
             engine += f" (2:4 kernels: {r['sparse_weight_share']:.0%} of weights)"
+        low, high = r["speedup_vs_onnxruntime_range"]
+        spread = f" ({low:.2f}-{high:.2f})" if len(r["rounds_items_per_second"]) > 1 else ""
         rows.append([r["model"] + (" (ref)" if r["reference"] else ""), engine, r["batch_size"],
                      f"{sparsity[r['model']]:.4f}", f"{r['items_per_second']:.1f}", f"{lat['mean']:.2f}",
                      f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
-                     f"{r['speedup_vs_onnxruntime']:.2f}x", same])
+                     f"{r['speedup_vs_onnxruntime']:.2f}x{spread}", same])
     return markdown_table(["model", "engine", "batch", "sparsity", "items/s", "mean ms", "p50 ms", "p90 ms",
                            "p99 ms", "speedup vs ORT", "speedup same engine"], rows)
 
@@ -31,9 +33,10 @@ def bench_markdown(report: dict) -> str:
     lines = ["# Benchmark", "",
              f"Measured {m['measured']} on {m['cpu']} ({m['physical_cores']} physical cores, "
              f"{m['logical_cpus']} logical CPUs), using {s['cores']} core(s); warm-up {s['warmup_s']} s, "
-             f"{s['duration_s']} s per measurement, random inputs (seed {s['seed']}).", "",
+             f"{s['duration_s']} s per measurement in {s['rounds']} interleaved round(s), random inputs "
+             f"(seed {s['seed']}).", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
-             "Speedups, measured in this run:", ""]
+             "Speedups, measured in this run (in brackets: the lowest and highest round):", ""]
     lines += [f"- {name}: {text}" for name, text in report["speedup_definition"].items()]
     lines += ["", "## Models", "", markdown_table(
         ["model", "input", "weight sparsity", "dense GMACs", "sparse GMACs", "dense GFLOPs", "sparse GFLOPs",
