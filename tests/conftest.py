@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-collect_ignore = ["sparseml_oracle.py"]   # a helper of the equivalence tests, imported only where sparseml is
+collect_ignore = ["sparseml_oracle.py", "profile_masks.py"]   # helpers: the equivalence tests (where sparseml is), test_profiles
 
 TINY_DATA = "synthfaces:train=96,val=48,test=400,size=32"  # a test split big enough for BA
 # Run settings that make any recipe a seconds-long run on TINY_DATA.
