@@ -102,6 +102,31 @@ def test_sparseml_resnet_names_reach_torchvision_layers(tmp_path):
     assert mod.names == ["conv1.weight", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight", "fc.weight"]
 
 
+def test_sparseml_mobilenet_names_reach_our_mobilenet_v1(tmp_path):
+    from sparsebias.training.models import build_model
+
+    path = write(tmp_path, """
+        modifiers:
+          - !EpochRangeModifier
+            start_epoch: 0.0
+            end_epoch: 1.0
+          - !GMPruningModifier
+            params: ["input.conv.weight", "sections.0.0.point.conv.weight", "sections.1.1.depth.conv.weight",
+                     "sections.3.5.point.conv.weight", "sections.4.0.point.conv.weight", "classifier.fc.weight"]
+            init_sparsity: 0.8
+            final_sparsity: 0.8
+            start_epoch: 0.0
+            end_epoch: 0.0
+            update_frequency: -1
+            mask_type: [1, 4]
+        """)
+    (mod,) = load_recipe(path).pruning_modifiers
+    mod.initialize(build_model("mobilenet_v1", 3))
+    # SparseML's sections hold 1, 2, 2, 6 and 2 blocks (a section per output width)
+    assert mod.names == ["features.0.0.weight", "features.1.1.0.weight", "features.3.0.0.weight",
+                         "features.11.1.0.weight", "features.12.1.0.weight", "classifier.weight"]
+
+
 def test_a_name_the_model_lacks_shows_the_nearest(tmp_path):
     from sparsebias.recipes import check_recipe_against_model
     from sparsebias.training.models import build_model

@@ -172,6 +172,14 @@ def test_a_quantization_aware_phase_that_saw_no_batch_is_refused(repo, tmp_path)
         tiny_compress(repo / RECIPE, tmp_path, epochs=1, extra=["quantization_start_epoch=0.9"])
 
 
+def test_the_best_epoch_is_chosen_among_the_quantization_aware_ones(repo, tmp_path):
+    """Pruning ends at epoch 1, QAT starts at 3: epochs 2 and 3 trained in float are not candidates."""
+    bundle = tiny_compress(repo / RECIPE, tmp_path, epochs=4,
+                           extra=["pruning_end_epoch=1", "quantization_start_epoch=3"])
+    assert bundle.manifest["training"]["best_epoch"] == 4
+    assert bundle.manifest["quantization_aware_training"]["start_epoch"] == 3
+
+
 def test_a_resumed_run_carries_on_with_the_same_fake_quantization():
     """What --resume restores: the ranges seen so far, which quantizers still observe, frozen BN."""
     model, _, _ = _observed("resnet18")

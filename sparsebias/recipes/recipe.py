@@ -20,7 +20,7 @@ from ..core.errors import SparsebiasError, first_line
 from ..modifiers import TRAINING_MODIFIERS, QuantizationModifier, RecipeError
 from ..modifiers.quantization import quantization_aware
 from ..pruning import PRUNING_MODIFIERS, GradualPruningModifier, PruningModifier
-from ..pruning.naming import is_resnet, sparseml_resnet_name
+from ..pruning.naming import sparseml_namer
 from .manager import RecipeManager
 from .reader import load_value, read_recipe
 
@@ -230,9 +230,9 @@ def check_recipe_against_data(recipe: Recipe, table) -> None:
 
 
 def _check_quantization(recipe: Recipe, model, arch: str) -> None:
-    """A QuantizationModifier's `submodules` (torchvision's names, or SparseML's ResNet names such as
-    `input` and `sections`) must name modules of the model and cover every convolution: the INT8
-    graph quantizes them all."""
+    """A QuantizationModifier's `submodules` (the model's names, or SparseML's ResNet and MobileNetV1
+    names such as `input` and `sections`) must name modules of the model and cover every
+    convolution: the INT8 graph quantizes them all."""
     qat = recipe.quantization_modifier
     if qat is None:
         return
@@ -242,10 +242,10 @@ def _check_quantization(recipe: Recipe, model, arch: str) -> None:
         raise SparsebiasError(f"{recipe.path}: {e}") from None
     if qat.submodules is None:
         return
-    names = {}   # every module name, and its SparseML alias on ResNets
+    names, namer = {}, sparseml_namer(model)   # every module name, and its SparseML alias
     for name, _ in model.named_modules():
         names[name] = [name]
-        alias = sparseml_resnet_name(f"{name}.weight") if is_resnet(model) and name else None
+        alias = namer(f"{name}.weight") if namer and name else None
         if alias:
             names[name].append(alias.removesuffix(".weight"))
 

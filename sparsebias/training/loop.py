@@ -9,7 +9,9 @@ process trains a DistributedDataParallel replica on its share of every batch
 
 Pruning modifiers only reach their final sparsity at the end of their schedule, so the
 best checkpoint is chosen among the epochs from then on (the paper: "the models with the
-best validation between epochs 80-100"); a dense recipe makes every epoch eligible.
+best validation between epochs 80-100"), and, with a QuantizationModifier, among the
+epochs trained quantization-aware from start to end (the model the bundle exports); a
+dense recipe makes every epoch eligible.
 Each completed epoch is checkpointed, so an interrupted run resumes where it stopped.
 """
 
@@ -84,7 +86,9 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
     prepare_device(device)
     loader = train_loader(train_set, batch_size, seed, device, ranks.rank, ranks.world)
     steps_per_epoch = len(loader.sampler)
-    eligible_from = min(int(math.ceil(recipe.pruning_end_epoch)), epochs - 1)
+    qat = recipe.quantization_modifier
+    final_form = max(recipe.pruning_end_epoch, qat.start_epoch if qat else 0.0)
+    eligible_from = min(int(math.ceil(final_form)), epochs - 1)
     model.to(device, memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, settings)
     scaler = grad_scaler(device, precision)
