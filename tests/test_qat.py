@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import TINY_SETTINGS, tiny_compress
+from conftest import TINY_SETTINGS, cli, refused, tiny_compress
 from onnx import numpy_helper
 
 import sparsebias
@@ -211,5 +211,11 @@ def test_the_command_says_calibration_options_go_unused_on_a_qat_bundle(qat_bund
     fp32, _ = qat_bundles
     result = cli("quantize", fp32.path, "--calibration", 16, "--out", tmp_path, "--name", "q")
     assert result.exit_code == 0, result.output
-    assert "precision    int8, quantization-aware training" in result.output
+    assert "precision    int8 for deepsparse, quantization-aware training" in result.output
     assert "note: --calibration unused: the ranges come from the bundle's quantization-aware training" in result.output
+
+
+def test_a_qat_bundle_is_not_quantized_for_tensorrt(qat_bundles, tmp_path):
+    fp32, _ = qat_bundles
+    refused(cli("quantize", fp32.path, "--target", "tensorrt", "--out", tmp_path), "trained quantization-aware on uint8")
+    assert not any(tmp_path.iterdir())

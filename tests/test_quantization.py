@@ -91,8 +91,53 @@ def test_deepsparse_runs_the_whole_int8_graph(int8):
 def test_the_command_writes_and_describes_the_int8_bundle(sparse_bundle, tmp_path):
     result = cli("quantize", sparse_bundle.path, "--calibration", 16, "--seed", 3, "--out", tmp_path, "--name", "q")
     assert result.exit_code == 0, result.output
-    assert "precision    int8, post-training static (16 calibration images)" in result.output
+    assert "precision    int8 for deepsparse, post-training static (16 calibration images)" in result.output
     manifest = sparsebias.load_bundle(tmp_path / "q").manifest
     assert manifest["quantization"]["calibration"] == {"split": "train", "samples": 16, "seed": 3,
                                                        "ranges": "min-max"}
     assert "model.pt" not in manifest["files"] and "mitigations" not in manifest
+
+
+@pytest.fixture(scope="module")
+def tensorrt_int8(sparse_bundle, tmp_path_factory):
+    return sparsebias.quantize(sparse_bundle, calibration=64, out_dir=tmp_path_factory.mktemp("trt"),
+                               name="trt", target="tensorrt", echo=lambda *a, **k: None)
+
+
+def test_the_tensorrt_graph_quantizes_every_conv_input_and_residual_add_to_int8_symmetric(sparse_bundle,
+                                                                                        tensorrt_int8):
+    model = onnx.load(str(tensorrt_int8.file("model.onnx")))
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    fp32 = [w for w, in _weights(sparse_bundle.file("model.onnx"), "Conv", 1)]
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    assert len(convs) == len(fp32) == 20 and len(adds) == 8
+    for node in convs + adds:
+        for x in node.input[:1] if node.op_type == "Conv" else node.input:
+            dq = producer[x]
+            q = producer[dq.input[0]]
+            assert (dq.op_type, q.op_type) == ("DequantizeLinear", "QuantizeLinear")
+            zp = values[q.input[2]]
+            assert zp.dtype == np.int8 and zp.shape == () and zp == 0 and values[dq.input[1]] == values[q.input[1]]
+    for node, w in zip(convs, fp32):
+        dq = producer[node.input[1]]
+        q, scale, zp = (values[name] for name in dq.input)
+        assert q.dtype == np.int8 and zp.dtype == np.int8 and not zp.any() and scale.shape == (len(w),)
+        assert dict(a for a in [(a.name, a.i) for a in dq.attribute]) == {"axis": 0}
+        expected = np.abs(w).reshape(len(w), -1).max(axis=1) / 127
+        np.testing.assert_allclose(scale[expected > 0], expected[expected > 0], rtol=1e-6)
+        assert np.all(q[w == 0] == 0)                                   # every pruned weight is still zero
+        assert np.abs(q * scale.reshape(-1, 1, 1, 1) - w).max() <= scale.max() / 2 * (1 + 1e-5)
+    flops = tensorrt_int8.manifest["flops"]
+    assert flops["weight_sparsity"] >= sparse_bundle.manifest["flops"]["weight_sparsity"]
+    assert flops["dense_macs"] > sparse_bundle.manifest["flops"]["dense_macs"] > flops["sparse_macs"] * 1.5
+
+
+def test_the_tensorrt_bundle_records_its_target_and_its_change(sparse_bundle, tensorrt_int8):
+    q = tensorrt_int8.manifest["quantization"]
+    assert q["target"] == "tensorrt" and "int8, symmetric, per tensor, zero point 0" in q["scheme"]["activations"]
+    ours, theirs = tensorrt_int8.split("test"), sparse_bundle.split("test")
+    assert q["decisions_changed"]["test"] == pytest.approx(np.mean((ours["logits"] > 0) != (theirs["logits"] > 0)))
+    assert q["decisions_changed"]["test"] < 0.05
+

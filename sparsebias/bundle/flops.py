@@ -70,9 +70,11 @@ def count_flops(model) -> FlopReport:
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in (*graph.input, *graph.value_info, *graph.output)}
     weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:  # Constant nodes hold weights too in some exports
+    for node in graph.node:  # Constant nodes hold weights too in some exports, QDQ graphs dequantize them
         if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims:
             weights[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "DequantizeLinear" and node.input[0] in weights:
+            weights[node.output[0]] = weights[node.input[0]]
 
     report = FlopReport()
     for node in graph.node:
@@ -85,7 +87,7 @@ def count_flops(model) -> FlopReport:
                                            per_weight_uses * nonzero, 1 - nonzero / weight.size))
             report.weights += weight.size
             report.zero_weights += weight.size - nonzero
-        elif node.op_type not in FREE_OPS and out_shape:
+        elif node.op_type not in FREE_OPS and out_shape and node.output[0] not in weights:   # not a weight's DQ
             report.other_ops += _other_op_cost(node, out_shape, shapes)
     return report
 

@@ -96,23 +96,28 @@ def fidelity(bundle, recipe, data, overrides, seed, split, out_dir):
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Folder the INT8 bundle is written into (default: BUNDLE's).")
 @click.option("--data", default=None, help="Where the images are (as compress --data; default: the bundle's data set).")
-def quantize(bundle, calibration, seed, name, out_dir, data):
+@click.option("--target", type=click.Choice(["deepsparse", "tensorrt"]), default="deepsparse", show_default=True,
+              help="deepsparse: the QOperator graph DeepSparse runs whole (onnxruntime runs it too); tensorrt: a QDQ "
+                   "graph with int8 symmetric activations, as TensorRT builds INT8 engines from.")
+def quantize(bundle, calibration, seed, name, out_dir, data, target):
     """Quantize a bundle to INT8 (post-training, static) as a new bundle DeepSparse runs whole.
 
     Weights become symmetric int8 (pruned weights stay exactly zero), activations uint8
-    calibrated on training images; val and test logits are re-computed, and the change in
-    accuracy and AUC against the FP32 bundle is recorded. Audit the two with
-    `sparsebias audit INT8 --reference FP32`.
+    calibrated on training images (int8 symmetric with --target tensorrt); val and test
+    logits are re-computed, and the change in accuracy and AUC against the FP32 bundle is
+    recorded. Audit the two with `sparsebias audit INT8 --reference FP32`.
 
     \b
     Example:
       sparsebias quantize exported/resnet18_95
+      sparsebias quantize exported/resnet18_95 --target tensorrt --name resnet18_95-int8-trt
       sparsebias audit exported/resnet18_95-int8 --reference exported/resnet18_95
     """
     from ..quantization import quantize as run
     from ..report import bundle_summary
 
-    written = run(bundle, calibration=calibration, seed=seed, name=name, out_dir=out_dir, data=data, echo=click.echo)
+    written = run(bundle, calibration=calibration, seed=seed, name=name, out_dir=out_dir, data=data, target=target,
+                  echo=click.echo)
     click.echo(bundle_summary(written, per_layer=False))
     given = [f"--{key}" for key in ("calibration", "seed")
              if click.get_current_context().get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE]

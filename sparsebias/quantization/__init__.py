@@ -1,8 +1,9 @@
 """INT8 quantization of a bundle, post-training (calibrated on its training images) or with
 the ranges of its quantization-aware training (a recipe's QuantizationModifier), written as
-a new bundle whose model.onnx is the QOperator graph DeepSparse runs whole
-(and onnxruntime runs too), with its val and test logits re-computed, and the change in
-accuracy and AUC against its FP32 parent recorded in the manifest."""
+a new bundle whose model.onnx is the QOperator graph DeepSparse runs whole (and onnxruntime
+runs too), or, for TensorRT, the QDQ graph with int8 symmetric activations it builds INT8
+engines from; with its val and test logits re-computed, and the change in accuracy and AUC
+against its FP32 parent recorded in the manifest."""
 
 from __future__ import annotations
 
@@ -20,39 +21,53 @@ from ..core.outputs import Outputs
 from ..data import open_data
 from ..data.images import split_images, standardize
 from .calibrate import BATCH, calibrated_params
-from .graph import fake_quant_graph, quantize_graph, read_qdq
+from .graph import fake_quant_graph, qdq_graph, quantize_graph, read_qdq
 
 CALIBRATION_SAMPLES = 512
-SCHEME = {"format": "QOperator (QLinearConv, com.microsoft QLinearAdd), opset 13",
-          "weights": "int8, symmetric, per tensor, zero point 0 (pruned weights stay zero)",
-          "activations": "uint8, asymmetric, per tensor, min-max calibrated; ReLU folded into the op before it",
-          "float": "max pooling (on its input's grid), global average pooling, the classifier"}
+SCHEMES = {
+    "deepsparse": {"format": "QOperator (QLinearConv, com.microsoft QLinearAdd), opset 13",
+                   "weights": "int8, symmetric, per tensor, zero point 0 (pruned weights stay zero)",
+                   "activations": "uint8, asymmetric, per tensor, min-max calibrated; ReLU folded into the op "
+                                  "before it",
+                   "float": "max pooling (on its input's grid), global average pooling, the classifier"},
+    "tensorrt": {"format": "QDQ (QuantizeLinear-DequantizeLinear pairs before each Conv and residual Add), "
+                           "the FP32 graph's opset",
+                 "weights": "int8, symmetric, per output channel, zero point 0 (pruned weights stay zero)",
+                 "activations": "int8, symmetric, per tensor, zero point 0, min-max calibrated",
+                 "float": "biases, ReLU, pooling, the classifier"}}
 
 
 def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, name: str | None = None,
-             out_dir=None, data: str | None = None, echo=print) -> Bundle:
+             out_dir=None, data: str | None = None, target: str = "deepsparse", echo=print) -> Bundle:
     """Quantize a bundle's model to INT8 and write it as a new bundle (default: NAME-int8 beside
     it), calibrated on `calibration` training images drawn with `seed`; a bundle trained with a
     QuantizationModifier is quantized with the ranges it trained with (no calibration).
+    `target`: "deepsparse" (QOperator, which onnxruntime runs too) or "tensorrt" (QDQ
+    with int8 symmetric activations).
 
     >>> int8 = quantize("exported/resnet18_95")            # doctest: +SKIP
     >>> int8.manifest["quantization"]["change"]["test"]    # doctest: +SKIP
     """
     import onnx
 
+    if target not in SCHEMES:
+        raise SparsebiasError(f"unknown INT8 target {target!r}; known: {', '.join(SCHEMES)}")
     parent = as_bundle(bundle)
     if "quantization" in parent.manifest:
         raise SparsebiasError(f"{parent.path} is already quantized ({parent.manifest['quantization']['precision']})")
     if calibration < 1:
         raise SparsebiasError(f"calibration: at least one image is needed, got {calibration}")
-    target = Path(out_dir or parent.path.parent) / (name or f"{parent.path.name}-int8")
-    if target.resolve() == parent.path.resolve():
-        raise SparsebiasError(f"{target}: the INT8 bundle would replace its own parent; give another name")
-    ensure_replaceable(target)
+    destination = Path(out_dir or parent.path.parent) / (name or f"{parent.path.name}-int8")
+    if destination.resolve() == parent.path.resolve():
+        raise SparsebiasError(f"{destination}: the INT8 bundle would replace its own parent; give another name")
+    ensure_replaceable(destination)
     spec, size = parent.manifest["input"], int(parent.manifest["input"]["shape"][-1])
     table = open_data(data or parent.manifest.data_spec, echo=echo)
     _check_same_data(parent, table)
     aware = parent.manifest.get("quantization_aware_training")
+    if aware and target != "deepsparse":
+        raise SparsebiasError(f"{parent.path} trained quantization-aware on uint8 asymmetric activations; its ranges "
+                              f"do not make the int8 symmetric ones of --target {target}")
     if aware:
         echo(f"Quantizing {parent.path.name} with the activation ranges of its quantization-aware training")
         fp32, params = read_qdq(onnx.load(str(parent.file(aware["graph"]))))
@@ -65,10 +80,10 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
                                                           replace=False))
         echo(f"Calibrating {parent.path.name} on {len(rows)} training image(s)")
         fp32 = onnx.load(str(parent.file("model.onnx")))
-        params = calibrated_params(fp32, train[rows], spec)
+        params = calibrated_params(fp32, train[rows], spec, symmetric=target == "tensorrt")
         method = {"method": "post-training static",
                   "calibration": {"split": "train", "samples": int(len(rows)), "seed": seed, "ranges": "min-max"}}
-    int8 = quantize_graph(fp32, params)
+    int8 = quantize_graph(fp32, params) if target == "deepsparse" else qdq_graph(fp32, params)
     onnx.checker.check_model(int8)
     session = _session(int8)
     splits = {split: parent.split(split) for split in ("train", "val", "test")}
@@ -79,9 +94,11 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
     with np.load(parent.file("check.npz"), allow_pickle=False) as check:
         check_inputs, check_fp32 = check["inputs"], check["logits"]
     check_int8 = session.run(None, {session.get_inputs()[0].name: check_inputs})[0]
-    # what the INT8 graph should compute: the FP32 graph with its quantization simulated in float
-    simulated = _run(_session(fake_quant_graph(fp32, int8), optimize=False), images["val"], spec)
-    with bundle_lock(target), BundleWriter(target) as writer:
+    # what the INT8 graph should compute: the FP32 graph with its quantization simulated in float (a
+    # QDQ graph is that simulation itself, run without onnxruntime fusing its pairs into int8 kernels)
+    simulation = fake_quant_graph(fp32, int8) if target == "deepsparse" else int8
+    simulated = _run(_session(simulation, optimize=False), images["val"], spec)
+    with bundle_lock(destination), BundleWriter(destination) as writer:
         onnx.save(int8, str(writer.file("model.onnx")))
         np.savez_compressed(writer.file("check.npz"), inputs=check_inputs, logits=check_int8)
         shutil.copy2(parent.file("recipe.yaml"), writer.file("recipe.yaml"))
@@ -91,10 +108,10 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
         kept = {k: v for k, v in parent.manifest.items()
                 if k not in ("schema_version", "files", "mitigations", "quantization_aware_training")}
         manifest = {
-            **kept, "sparsebias_version": __version__, "name": target.name,
+            **kept, "sparsebias_version": __version__, "name": destination.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "quantization": {
-                "precision": "int8", **method, "scheme": SCHEME,
+                "precision": "int8", "target": target, **method, "scheme": SCHEMES[target],
                 "parent": {"path": str(parent.path), "manifest_sha256": sha256(parent.path / "manifest.json")},
                 "change": {split: {key: metrics[split][key] - parent.manifest["metrics"][split][key]
                                    for key in ("accuracy", "auc")} for split in metrics},
@@ -145,4 +162,4 @@ def _run(session, images: np.ndarray, spec: dict) -> np.ndarray:
     return np.concatenate(out)
 
 
-__all__ = ["CALIBRATION_SAMPLES", "SCHEME", "quantize"]
+__all__ = ["CALIBRATION_SAMPLES", "SCHEMES", "quantize"]

@@ -1,6 +1,6 @@
 """Activation quantization for post-training INT8: the FP32 graph run on calibration images
 with every intermediate tensor exposed, min and max kept per tensor, each range turned into
-its uint8 scale and zero point."""
+its uint8 scale and zero point (or, for TensorRT, its symmetric int8 scale)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from ..data.images import standardize
 BATCH = 64
 
 
-def calibrated_params(model, images: np.ndarray, spec: dict) -> dict[str, QParams]:
-    """uint8 quantization of the graph input and of every float tensor a node produces, from
-    min-max ranges over `images` (uint8 NCHW, standardized with the bundle input `spec`'s
-    mean and std). `model` is an onnx.ModelProto."""
+def calibrated_params(model, images: np.ndarray, spec: dict, symmetric: bool = False) -> dict[str, QParams]:
+    """uint8 (or, `symmetric`, int8 with zero point 0) quantization of the graph input and of
+    every float tensor a node produces, from min-max ranges over `images` (uint8 NCHW,
+    standardized with the bundle input `spec`'s mean and std). `model` is an onnx.ModelProto."""
     import onnx
     import onnxruntime as ort
 
@@ -47,4 +47,5 @@ def calibrated_params(model, images: np.ndarray, spec: dict) -> dict[str, QParam
                 ranges[name] = [low, high]
     if not ranges:
         raise SparsebiasError("no calibration images")
-    return {name: QParams.from_range(low, high) for name, (low, high) in ranges.items()}
+    make = QParams.symmetric if symmetric else QParams.from_range
+    return {name: make(low, high) for name, (low, high) in ranges.items()}

@@ -1,4 +1,5 @@
-"""An FP32 ONNX classifier rewritten as an INT8 QOperator graph, the form DeepSparse runs.
+"""An FP32 ONNX classifier rewritten as an INT8 QOperator graph, the form DeepSparse runs
+(or, `qdq_graph`, as the QDQ graph with int8 symmetric activations TensorRT builds from).
 
 Weights: int8, symmetric, one scale per tensor, zero point 0, so a pruned weight stays
 exactly zero. Activations: uint8 with a scale and zero point from calibrated ranges; a
@@ -176,6 +177,70 @@ class _Rewriter:
             self.initializer_names.add(name)
             self.initializers.append(self.numpy_helper.from_array(array, name))
         return name
+
+
+def qdq_graph(model, params: dict[str, QParams]):
+    """`model` (an onnx.ModelProto, opset >= 13) in the explicit-quantization form TensorRT
+    builds INT8 engines from: a QuantizeLinear-DequantizeLinear pair (int8, zero point 0,
+    `params` of that tensor) on the activation input of every Conv and on both inputs of
+    every Add of two activations (the residual additions TensorRT fuses into the convolution
+    before them), and every Conv's weights stored as int8 behind a DequantizeLinear:
+    symmetric, one scale per output channel, zero point 0, so pruned weights stay zero.
+    Biases, pooling and the classifier stay in float. onnxruntime runs it on the CPU too."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 13:
+        raise SparsebiasError(f"a QDQ graph with per-channel weights needs opset 13 or later; the model has {opset}")
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    nodes, added, pairs = [], [], {}
+
+    def constant(name, array):
+        added.append(numpy_helper.from_array(array, name))
+        return name
+
+    def fake_quantized(name):
+        if name not in pairs:
+            if name not in params or not params[name].signed:
+                raise SparsebiasError(f"cannot quantize tensor {name!r}: no symmetric int8 range was observed for it")
+            scale = constant(f"{name}_scale", np.array(params[name].scale, np.float32))
+            zp = constant(f"{name}_zp", np.array(0, np.int8))
+            nodes.extend([
+                helper.make_node("QuantizeLinear", [name, scale, zp], [f"{name}_quantized"],
+                                 name=f"{name}_QuantizeLinear"),
+                helper.make_node("DequantizeLinear", [f"{name}_quantized", scale, zp], [f"{name}_dequantized"],
+                                 name=f"{name}_DequantizeLinear")])
+            pairs[name] = f"{name}_dequantized"
+        return pairs[name]
+
+    int8_weights = set()
+    for node in graph.node:
+        if node.op_type == "Conv" and node.input[1] in weights:
+            node.input[0] = fake_quantized(node.input[0])
+            name = node.input[1]
+            if name not in int8_weights:
+                int8_weights.add(name)
+                w = weights[name]
+                scales = (np.abs(w).reshape(len(w), -1).max(axis=1) / INT8_MAX).astype(np.float32)
+                scales[scales == 0] = 1.0
+                q = np.clip(np.round(w / scales.reshape(-1, *[1] * (w.ndim - 1))), -INT8_MAX, INT8_MAX)
+                nodes.append(helper.make_node(
+                    "DequantizeLinear", [constant(f"{name}_int8", q.astype(np.int8)), constant(f"{name}_scale", scales),
+                                         constant(f"{name}_zp", np.zeros(len(w), np.int8))],
+                    [f"{name}_dequantized"], name=f"{name}_DequantizeLinear", axis=0))
+            node.input[1] = f"{name}_dequantized"
+        elif node.op_type == "Add" and all(x not in weights for x in node.input):
+            for k, x in enumerate(node.input):
+                node.input[k] = fake_quantized(x)
+        nodes.append(node)
+    kept = [i for i in graph.initializer if i.name not in int8_weights]
+    del graph.node[:], graph.initializer[:], graph.value_info[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(kept + added)
+    return model
 
 
 def fake_quant_graph(fp32, int8):

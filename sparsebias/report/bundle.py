@@ -19,7 +19,7 @@ def bundle_summary(bundle, per_layer: bool = True) -> str:
         q = m["quantization"]
         change = q["change"]["test"]
         how = f"{q['calibration']['samples']} calibration images" if "calibration" in q else q["ranges"]
-        lines.append(f"precision    {q['precision']}, {q['method']} ({how}); "
+        lines.append(f"precision    {q['precision']} for {q.get('target', 'deepsparse')}, {q['method']} ({how}); "
                      f"vs the FP32 parent on test: accuracy {change['accuracy']:+.4f}, AUC {change['auc']:+.4f}")
     if "quantization_aware_training" in m:
         a = m["quantization_aware_training"]
