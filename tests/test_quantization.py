@@ -52,6 +52,7 @@ def test_the_change_against_the_parent_is_recomputed_from_the_logits(sparse_bund
     # the INT8 graph computes what its float simulation does, up to requantization rounding
     v = q["verified"]
     assert v["mean_abs_diff_vs_simulated"] < 0.5 * v["mean_abs_diff_vs_fp32"]
+    assert v["decisions_differ_vs_simulated"] <= q["decisions_changed"]["val"]
 
 
 def test_the_audit_of_int8_against_fp32_re_runs_both(sparse_bundle, int8):

@@ -122,7 +122,9 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
                                                         "float (QuantizeLinear-DequantizeLinear, unoptimized)",
                              "mean_abs_diff_vs_simulated": float(np.abs(logits["val"] - simulated).mean()),
                              "mean_abs_diff_vs_fp32": float(np.abs(logits["val"] - splits["val"]["logits"]).mean()),
-                             "max_abs_diff_vs_simulated": float(np.abs(logits["val"] - simulated).max())}},
+                             "max_abs_diff_vs_simulated": float(np.abs(logits["val"] - simulated).max()),
+                             "decisions_differ_vs_simulated": float(np.mean(outputs.predict(logits["val"])
+                                                                            != outputs.predict(simulated)))}},
             "flops": count_flops(int8).to_dict(),
             "metrics": metrics,
             "export": {**parent.manifest["export"],

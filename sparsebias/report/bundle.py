@@ -31,8 +31,10 @@ def bundle_summary(bundle, per_layer: bool = True) -> str:
                  + (" (of the FP32 parent)" if "quantization" in m else ""))
     if "quantization" in m:
         v = m["quantization"]["verified"]
+        differ = v.get("decisions_differ_vs_simulated")   # absent from bundles quantized by earlier versions
         lines.append(f"int8 check   mean |int8 - simulated in float| = {v['mean_abs_diff_vs_simulated']:.2e} "
-                     f"(vs FP32: {v['mean_abs_diff_vs_fp32']:.2e}) on {v['split']}")
+                     f"(vs FP32: {v['mean_abs_diff_vs_fp32']:.2e}) on {v['split']}"
+                     + (f"; decisions differ on {differ:.2%}" if differ is not None else ""))
     mitigations = m.get("mitigations", {})
     if "thresholds" in mitigations:
         lines.append(f"thresholds   calibrated on {mitigations['thresholds']['split']}")
