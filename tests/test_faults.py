@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from PIL import Image
 
 from sparsebias.bundle import bundle_lock, load_bundle
+from sparsebias.quantization.graph import read_qdq
 
 GMP = ["pruning_start_epoch=0", "pruning_end_epoch=2"]
 
@@ -30,19 +31,28 @@ def onnx_weights(bundle) -> dict[str, np.ndarray]:
     return {w.name: numpy_helper.to_array(w) for w in model.graph.initializer}
 
 
+QAT = "recipes/resnet18_layerwise_95_qat.yaml"
+QAT_SETTINGS = ["pruning_end_epoch=0.5", "quantization_start_epoch=0.5"]   # the first checkpoint holds QAT state
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(repo, tmp_path_factory):
     return tiny_compress(repo / "recipes/resnet18_90.yaml", tmp_path_factory.mktemp("full"), epochs=3, extra=GMP)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_run_killed_mid_epoch_resumes_to_the_same_bundle(signum, uninterrupted, repo, tmp_path):
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "sparsebias", "compress", "--recipe", str(repo / "recipes/resnet18_90.yaml"),
-               "--data", TINY_DATA, "--out", str(out), "--name", "tiny",
-               *[x for s in [*TINY_SETTINGS, "num_epochs=3", *GMP] for x in ("--set", s)]]
+@pytest.fixture(scope="module")
+def uninterrupted_qat(repo, tmp_path_factory):
+    return tiny_compress(repo / QAT, tmp_path_factory.mktemp("qat"), epochs=3, extra=QAT_SETTINGS)
+
+
+def kill_and_resume(recipe: Path, settings: list[str], signum, out: Path):
+    """Start compress, kill it with `signum` in its second epoch, check that it stopped cleanly, and
+    run it again with --resume."""
+    args = ["--recipe", str(recipe), "--data", TINY_DATA, "--out", str(out), "--name", "tiny",
+            *[x for s in [*TINY_SETTINGS, "num_epochs=3", *settings] for x in ("--set", s)]]
     # a shell's background job ignores SIGINT, and Python then never turns it into KeyboardInterrupt
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen([sys.executable, "-m", "sparsebias", "compress", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint = out / ".work/tiny/last.pt"
     deadline = time.monotonic() + 300
@@ -55,12 +65,12 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_bundle(signum, uninterrupted
     assert process.returncode == 128 + signum, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not (out / "tiny").exists() and hidden_leftovers(out) == []
-
-    resumed = cli("compress", "--recipe", repo / "recipes/resnet18_90.yaml", "--data", TINY_DATA, "--out", out,
-                  "--name", "tiny", "--resume", *[x for s in [*TINY_SETTINGS, "num_epochs=3", *GMP]
-                                                  for x in ("--set", s)])
+    resumed = cli("compress", *args, "--resume")
     assert resumed.exit_code == 0 and "Resuming from" in resumed.output, resumed.output
-    bundle = load_bundle(out / "tiny")
+    return load_bundle(out / "tiny")
+
+
+def assert_same_run(bundle, uninterrupted):
     timing = {"train_seconds", "train_images_per_s"}
     untimed = [[{k: v for k, v in e.items() if k not in timing} for e in b.manifest["training"]["history"]]
                for b in (bundle, uninterrupted)]
@@ -72,6 +82,22 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_bundle(signum, uninterrupted
         np.testing.assert_allclose(ours[name], theirs[name], atol=1e-6, err_msg=name)
     for split in ("val", "test"):
         np.testing.assert_allclose(bundle.split(split)["logits"], uninterrupted.split(split)["logits"], atol=1e-5)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_killed_mid_epoch_resumes_to_the_same_bundle(signum, uninterrupted, repo, tmp_path):
+    bundle = kill_and_resume(repo / "recipes/resnet18_90.yaml", GMP, signum, tmp_path / "out")
+    assert_same_run(bundle, uninterrupted)
+
+
+def test_a_run_killed_during_quantization_aware_training_resumes_to_the_same_bundle(uninterrupted_qat, repo,
+                                                                                      tmp_path):
+    bundle = kill_and_resume(repo / QAT, QAT_SETTINGS, signal.SIGTERM, tmp_path / "out")
+    assert_same_run(bundle, uninterrupted_qat)
+    ours, theirs = (read_qdq(onnx.load(str(b.file("model.qdq.onnx"))))[1] for b in (bundle, uninterrupted_qat))
+    assert ours.keys() == theirs.keys() and len(ours) > 20   # the trained activation ranges
+    for name, p in ours.items():
+        assert p.zero_point == theirs[name].zero_point and p.scale == pytest.approx(theirs[name].scale, rel=1e-5)
 
 
 def test_a_bundle_name_being_written_is_refused_to_a_second_writer(dense_bundle, repo, tmp_path):
