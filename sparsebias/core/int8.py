@@ -26,7 +26,6 @@ class QParams:
         scale = (high - low) / UINT8_MAX or 1.0
         return cls(float(np.float32(scale)), int(np.clip(round(-low / scale), 0, UINT8_MAX)))
 
-
     @classmethod
     def symmetric(cls, low: float, high: float) -> QParams:
         """int8, zero point 0, the range +-max(|low|, |high|): TensorRT's activations."""
