@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from conftest import TINY_DATA, tiny_compress
 
 from sparsebias.cli import main
+from sparsebias.core import SparsebiasError
 from sparsebias.data import open_data
 from sparsebias.data.loader import FaceImages, normalize
 from sparsebias.training.checkpoint import state_dict_from
@@ -139,6 +140,22 @@ def test_gmp_pt_from_a_dense_bundle_and_from_a_checkpoint(dense_bundle, repo, tm
     ckpt = tiny_compress(recipe, tmp_path, name="pt_ckpt", epochs=3, extra=["pruning_end_epoch=2"],
                          from_path=dense_bundle.file("model.pt"))
     assert ckpt.manifest["sparsity"]["overall"] == pytest.approx(0.90, abs=0.005)
+
+
+def test_a_recipe_naming_no_model_trains_the_architecture_of_its_from_bundle(repo, tmp_path):
+    """SparseML's transfer-learning cards name no model: the --from bundle's weights decide it."""
+    source = tiny_compress(repo / "recipes/mobilenet_v1_dense.yaml", tmp_path, name="mobilenet", epochs=1)
+    card = tmp_path / "transfer.md"
+    card.write_text("<!-- a licence comment, as SparseML's cards have -->\n\n---\nnum_epochs: &num_epochs 2.0\n"
+                    "modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0.0\n    end_epoch: *num_epochs\n"
+                    "  - !ConstantPruningModifier\n    start_epoch: 0.0\n    params: __ALL_PRUNABLE__\n---\n")
+    messages = []
+    bundle = tiny_compress(card, tmp_path, name="transfer", epochs=1, from_path=source.path,
+                           echo=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    assert bundle.manifest["architecture"] == "mobilenet_v1"
+    assert any("Training mobilenet_v1, the architecture of --from" in m for m in messages)
+    with pytest.raises(SparsebiasError, match="a mobilenet_v1 bundle, the recipe trains resnet18"):
+        tiny_compress(card, tmp_path, name="resnet", epochs=1, extra=["arch=resnet18"], from_path=source.path)
 
 
 def test_single_attribute_training(repo, tmp_path):

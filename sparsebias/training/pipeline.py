@@ -62,6 +62,10 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     if precision:
         overrides["precision"] = precision
     recipe = load_recipe(recipe_path, overrides)
+    inherited = _bundle_architecture(from_path) if "arch" not in recipe.variables else None
+    if inherited and inherited != recipe.settings["arch"]:   # SparseML's cards name no model: the weights do
+        echo(f"Training {inherited}, the architecture of --from {from_path} (the recipe names none)")
+        recipe = load_recipe(recipe_path, {**overrides, "arch": inherited})
     name = name or Path(recipe_path).stem
     out_dir = Path(out_dir)
     device = resolve_device(device, ranks.local_rank)
@@ -214,6 +218,13 @@ def _prepare_work_dir(work_dir: Path, run: dict, resume: bool, echo) -> None:
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     run_file.write_text(json.dumps(run, indent=2))
+
+
+def _bundle_architecture(from_path) -> str | None:
+    """The architecture of a --from bundle; None for a checkpoint file or no --from."""
+    if from_path is None or not Path(from_path).is_dir():
+        return None
+    return load_bundle(Path(from_path)).manifest["architecture"]
 
 
 def _load_pretrained(model, path: Path, arch: str, attributes: list[str], echo) -> None:
