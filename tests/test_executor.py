@@ -82,22 +82,29 @@ def test_unquoted_nm_and_anchored_overrides(tmp_path):
     assert parse_overrides(["mask_type=2:4", "num_epochs=3"]) == {"mask_type": "2:4", "num_epochs": 3}
 
 
-def test_sparseml_resnet_names_reach_torchvision_layers(tmp_path):
-    path = write(tmp_path, """
+def _one_shot_pruning(tmp_path, params: list[str], extra: str = ""):
+    """The GMPruningModifier of a recipe that prunes `params` to 80% at its start."""
+    path = write(tmp_path, f"""
         modifiers:
           - !EpochRangeModifier
             start_epoch: 0.0
             end_epoch: 1.0
           - !GMPruningModifier
-            params: ["sections.0.0.conv1.weight", "re:sections.1.0.identity.conv.weight", "input.conv.weight",
-                     "classifier.fc.weight"]
+            params: {params}
             init_sparsity: 0.8
             final_sparsity: 0.8
             start_epoch: 0.0
             end_epoch: 0.0
             update_frequency: -1
+            {extra}
         """)
     (mod,) = load_recipe(path).pruning_modifiers
+    return mod
+
+
+def test_sparseml_resnet_names_reach_torchvision_layers(tmp_path):
+    mod = _one_shot_pruning(tmp_path, ["sections.0.0.conv1.weight", "re:sections.1.0.identity.conv.weight",
+                                       "input.conv.weight", "classifier.fc.weight"])
     mod.initialize(torchvision.models.resnet18(num_classes=3))
     assert mod.names == ["conv1.weight", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight", "fc.weight"]
 
@@ -105,22 +112,10 @@ def test_sparseml_resnet_names_reach_torchvision_layers(tmp_path):
 def test_sparseml_mobilenet_names_reach_our_mobilenet_v1(tmp_path):
     from sparsebias.training.models import build_model
 
-    path = write(tmp_path, """
-        modifiers:
-          - !EpochRangeModifier
-            start_epoch: 0.0
-            end_epoch: 1.0
-          - !GMPruningModifier
-            params: ["input.conv.weight", "sections.0.0.point.conv.weight", "sections.1.1.depth.conv.weight",
-                     "sections.3.5.point.conv.weight", "sections.4.0.point.conv.weight", "classifier.fc.weight"]
-            init_sparsity: 0.8
-            final_sparsity: 0.8
-            start_epoch: 0.0
-            end_epoch: 0.0
-            update_frequency: -1
-            mask_type: [1, 4]
-        """)
-    (mod,) = load_recipe(path).pruning_modifiers
+    mod = _one_shot_pruning(tmp_path, ["input.conv.weight", "sections.0.0.point.conv.weight",
+                                       "sections.1.1.depth.conv.weight", "sections.3.5.point.conv.weight",
+                                       "sections.4.0.point.conv.weight", "classifier.fc.weight"],
+                            extra="mask_type: [1, 4]")
     mod.initialize(build_model("mobilenet_v1", 3))
     # SparseML's sections hold 1, 2, 2, 6 and 2 blocks (a section per output width)
     assert mod.names == ["features.0.0.weight", "features.1.1.0.weight", "features.3.0.0.weight",

@@ -62,7 +62,8 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     if precision:
         overrides["precision"] = precision
     recipe = load_recipe(recipe_path, overrides)
-    inherited = _bundle_architecture(from_path) if "arch" not in recipe.variables else None
+    source = load_bundle(Path(from_path)) if from_path and Path(from_path).is_dir() else None
+    inherited = source.manifest["architecture"] if source and "arch" not in recipe.variables else None
     if inherited and inherited != recipe.settings["arch"]:   # SparseML's cards name no model: the weights do
         echo(f"Training {inherited}, the architecture of --from {from_path} (the recipe names none)")
         recipe = load_recipe(recipe_path, {**overrides, "arch": inherited})
@@ -73,14 +74,14 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     try:
         # one process at a time trains a bundle name: they would share its checkpoints and its folder
         with bundle_lock(out_dir / name) if ranks.main else contextlib.nullcontext():
-            return _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, from_path, seed,
+            return _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, from_path, source, seed,
                              resume, started, echo)
     finally:
         ranks.stop()
 
 
-def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, from_path, seed, resume, started,
-              echo) -> Bundle | None:
+def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, from_path, source, seed, resume,
+              started, echo) -> Bundle | None:
     settings = recipe.settings
 
     def open_table():
@@ -96,7 +97,7 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
     check_recipe_against_model(recipe, model, settings["arch"])
     check_recipe_against_data(recipe, table)
     if from_path:
-        _load_pretrained(model, Path(from_path), settings["arch"], attributes, echo)
+        _load_pretrained(model, Path(from_path), source, settings["arch"], attributes, echo)
 
     work_dir = out_dir / ".work" / name
     run = {"recipe": recipe.text, "settings": settings, "attributes": attributes, "seed": seed,
@@ -220,17 +221,9 @@ def _prepare_work_dir(work_dir: Path, run: dict, resume: bool, echo) -> None:
     run_file.write_text(json.dumps(run, indent=2))
 
 
-def _bundle_architecture(from_path) -> str | None:
-    """The architecture of a --from bundle; None for a checkpoint file or no --from."""
-    if from_path is None or not Path(from_path).is_dir():
-        return None
-    return load_bundle(Path(from_path)).manifest["architecture"]
-
-
-def _load_pretrained(model, path: Path, arch: str, attributes: list[str], echo) -> None:
-    """GMP-PT: start from a dense bundle (its model.pt) or a checkpoint file."""
-    if path.is_dir():
-        source = load_bundle(path)
+def _load_pretrained(model, path: Path, source: Bundle | None, arch: str, attributes: list[str], echo) -> None:
+    """GMP-PT: start from a bundle (`source`, loaded from `path`: its model.pt) or a checkpoint file."""
+    if source is not None:
         if source.manifest["architecture"] != arch:
             raise SparsebiasError(f"--from {path}: a {source.manifest['architecture']} bundle, the recipe trains {arch}")
         if "model.pt" not in source.manifest["files"]:
