@@ -99,28 +99,7 @@ def test_every_rank_ends_with_the_same_weights_and_masks(repo, tmp_path):
         assert sparsity == pytest.approx(expected, abs=0.002), recipe.stem
 
 
-def test_torchrun_compress_writes_one_bundle_at_the_recipes_sparsity(repo, tmp_path):
-    out = tmp_path / "exported"
-    done = _torchrun(["-m", "sparsebias", "compress", "--recipe", str(repo / "recipes/resnet18_90.yaml"),
-                      "--data", TINY_DATA, *[a for s in TINY_SETTINGS for a in ("--set", s)], "--set", "num_epochs=2",
-                      "--out", str(out), "--device", "cpu"], repo)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["resnet18_90"]
-    assert done.stdout.count("bundle       ") == 1       # rank 0 alone reports
-    from sparsebias.bundle import load_bundle
-
-    bundle = load_bundle(out / "resnet18_90")
-    training = bundle.manifest["training"]
-    assert training["processes"] == 2 and training["epochs"] == 2 and training["masks_identical_on_every_rank"]
-    per_layer = bundle.manifest["sparsity"]["per_layer"]
-    convs = [k for k in per_layer if k.startswith("layer")]
-    state = torch.load(out / "resnet18_90" / "model.pt")["state_dict"]
-    zeros = sum(int((state[k] == 0).sum()) for k in convs)
-    assert zeros / sum(state[k].numel() for k in convs) == pytest.approx(0.9, abs=0.002)
-    assert np.isfinite(bundle.split("test")["logits"]).all()
-
-
-def test_a_run_interrupted_alone_resumes_under_torchrun(repo, tmp_path):
+def test_a_run_interrupted_alone_resumes_under_torchrun_into_one_bundle_at_the_recipes_sparsity(repo, tmp_path):
     from conftest import tiny_compress
 
     from sparsebias.bundle import load_bundle
@@ -135,8 +114,19 @@ def test_a_run_interrupted_alone_resumes_under_torchrun(repo, tmp_path):
         tiny_compress(recipe, tmp_path, epochs=3, extra=settings, echo=interrupt_after_epoch_2)
     every = [*TINY_SETTINGS, "num_epochs=3", *settings]
     done = _torchrun(["-m", "sparsebias", "compress", "--recipe", str(recipe), "--data", TINY_DATA, "--name", "tiny",
-                      "--out", str(tmp_path), "--resume", *[a for s in every for a in ("--set", s)]], repo)
+                      "--out", str(tmp_path), "--resume", "--device", "cpu",
+                      *[a for s in every for a in ("--set", s)]], repo)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Resuming from" in done.stdout and "after epoch 2" in done.stdout
-    training = load_bundle(tmp_path / "tiny").manifest["training"]
+    assert done.stdout.count("bundle       ") == 1       # rank 0 alone reports
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["tiny"]
+    bundle = load_bundle(tmp_path / "tiny")
+    training = bundle.manifest["training"]
     assert training["processes"] == 2 and [e["epoch"] for e in training["history"]] == [1, 2, 3]
+    assert training["masks_identical_on_every_rank"]
+    per_layer = bundle.manifest["sparsity"]["per_layer"]
+    convs = [k for k in per_layer if k.startswith("layer")]
+    state = torch.load(tmp_path / "tiny" / "model.pt")["state_dict"]
+    zeros = sum(int((state[k] == 0).sum()) for k in convs)
+    assert zeros / sum(state[k].numel() for k in convs) == pytest.approx(0.9, abs=0.002)
+    assert np.isfinite(bundle.split("test")["logits"]).all()

@@ -22,6 +22,7 @@ import torch
 from .scored import ScoredPruningModifier
 
 TURNS_PER_GROUP = 16
+WINDOW = 256   # weights looked at per step along a group's order; most are often kept already
 
 
 def fair_keep(importance: np.ndarray, eligible: np.ndarray, k: int, turns_per_group: int = TURNS_PER_GROUP) -> np.ndarray:
@@ -48,7 +49,7 @@ def fair_keep(importance: np.ndarray, eligible: np.ndarray, k: int, turns_per_gr
         take = max(1, min(remaining, math.ceil(remaining / (turns_per_group * n_groups))))
         order, chosen, need = orders[g], [], take
         while need and cursor[g] < len(order):
-            window = order[cursor[g]:cursor[g] + 2 * need]
+            window = order[cursor[g]:cursor[g] + max(2 * need, WINDOW)]
             fresh = window[~kept[window]]
             if len(fresh) > need:
                 fresh = fresh[:need]

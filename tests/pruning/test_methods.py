@@ -4,6 +4,8 @@ against an independent computation of its scores."""
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.func import functional_call, grad, jvp
 
 from sparsebias.pruning import (
@@ -48,6 +50,18 @@ def test_keep_top_never_brings_back_a_pruned_weight():
     assert [m.tolist() for m in global_masks] == [[0, 0, 1, 1], [1, 0]]  # 9 is the highest score, but pruned
     per_layer = keep_top(scores, masks, [0.5, 0.5], global_sparsity=False)
     assert [m.tolist() for m in per_layer] == [[0, 0, 1, 1], [1, 0]]
+
+
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=40), st.data())
+@settings(max_examples=200, deadline=None)
+def test_keep_top_is_a_stable_descending_sort_however_many_ties(values, data):
+    scores = torch.tensor(values, dtype=torch.float32)
+    masks = torch.tensor(data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))), dtype=torch.float32)
+    sparsity = data.draw(st.floats(0.0, 1.0))
+    (mask,) = keep_top([scores], [masks], [sparsity], global_sparsity=False)
+    ranked = scores.masked_fill(masks <= 0, -float("inf"))
+    expected = top_k_mask([ranked], len(values) - round(len(values) * sparsity))
+    assert torch.equal(mask.bool(), expected)
 
 
 def test_snip_keeps_the_largest_connection_sensitivity(net, data):
