@@ -53,16 +53,20 @@ run: setup
 	$(BIN)/sparsebias compress --recipe recipes/resnet18_99.yaml
 
 # lint-imports: the layering in pyproject.toml (a stage imports only the stages below it)
+# two pytest-xdist workers (one thread each, tests/conftest.py); the tests of one slow
+# fixture share a worker (--dist loadgroup)
+PYTEST_PARALLEL = -n 2 --dist loadgroup
+
 test: setup browser
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" $(PYTEST_PARALLEL)
 
 test-current: setup-current browser
 	$(VENV_CURRENT)/bin/lint-imports --no-cache
-	$(VENV_CURRENT)/bin/pytest -m "not slow"
+	$(VENV_CURRENT)/bin/pytest -m "not slow" $(PYTEST_PARALLEL)
 
 test-all: setup browser
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 clean:
 	rm -rf $(VENV) $(VENV_CURRENT) exported/* exported/.work .pytest_cache

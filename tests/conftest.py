@@ -5,6 +5,14 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one thread each (their subprocesses too),
+    # or the thread pools of both fight over the cores and each runs several times slower
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 collect_ignore = ["sparseml_oracle.py", "profile_masks.py"]   # helpers: the equivalence tests (where sparseml is), test_profiles
 
 TINY_DATA = "synthfaces:train=96,val=48,test=400,size=32"  # a test split big enough for BA
@@ -22,6 +30,13 @@ DEEPSPARSE_MISSING = _deepsparse_missing()
 # DeepSparse 1.8 installs on the Python 3.11 profile only; elsewhere its tests skip with the reason.
 needs_deepsparse = pytest.mark.skipif(DEEPSPARSE_MISSING is not None, reason=str(DEEPSPARSE_MISSING))
 DEEPSPARSE = [] if DEEPSPARSE_MISSING else ["deepsparse"]   # the engine where it runs
+
+
+def pytest_collection_modifyitems(items):
+    """Tests of the group bundles share one worker: the fixture takes a minute to build."""
+    for item in items:
+        if "group_bundles" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("group_bundles"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -81,12 +81,17 @@ def test_deepsparse_runs_the_whole_int8_graph(int8):
     code = ("import json, numpy as np; from sparsebias.engines import load_engine, open_model; "
             f"m = open_model({str(int8.path)!r}); x = np.load({str(int8.file('check.npz'))!r})['inputs']; "
             "d = load_engine('deepsparse', m, len(x)); o = load_engine('onnxruntime', m, len(x)); "
-            "print(json.dumps({'share': d.describe()['supported_share'], "
-            "'diff': float(np.abs(d.predict(x) - o.predict(x)).max())}))")
+            "a, b = d.predict(x), o.predict(x); "
+            "print(json.dumps({'share': d.describe()['supported_share'], 'diff': float(np.abs(a - b).max()), "
+            "'same_decisions': float(((a > 0) == (b > 0)).mean())}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["share"] == 1.0 and result["diff"] < 1e-3
+    assert result["share"] == 1.0
+    # The engines round the same integer arithmetic, but one requantization that rounds the
+    # other way moves later layers: 8e-7 on one tiny model, 0.019 on another trained
+    # with one thread. A wrong graph (a scale or a zero point off) moves logits by whole units.
+    assert result["diff"] < 0.1 and result["same_decisions"] >= 0.95
 
 
 def test_the_command_writes_and_describes_the_int8_bundle(sparse_bundle, tmp_path):

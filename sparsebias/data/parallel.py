@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import threading
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
@@ -10,8 +11,13 @@ from pathlib import Path
 
 def run_chunks(fn, jobs: list, workers: int, progress=None) -> None:
     """Call fn(job) for every job, in `workers` processes when more than one; fn returns how
-    many items it did, which is passed to progress."""
-    if workers > 1 and len(jobs) > 1:
+    many items it did, which is passed to progress.
+
+    Forked processes, so that fn needs no import guard in the caller's script; but only from a
+    process that runs no other Python thread (pytest-xdist's, a notebook's, a Ray worker's):
+    a fork copies any lock such a thread holds, and the child can wait on it forever.
+    """
+    if workers > 1 and len(jobs) > 1 and threading.active_count() == 1:
         with get_context("fork").Pool(min(workers, len(jobs))) as pool:
             for done in pool.imap_unordered(fn, jobs):
                 if progress:

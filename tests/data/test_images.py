@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -88,3 +90,31 @@ def test_numpy_standardize_is_torchs_normalize_bit_for_bit():
     ours = standardize(batch, mean, std)
     assert ours.dtype == np.float32
     np.testing.assert_array_equal(ours, normalize(torch.from_numpy(batch), mean, std).numpy())
+
+
+def _pid(_job) -> int:
+    return os.getpid()
+
+
+def test_chunks_fork_only_from_a_process_with_no_other_thread():
+    """A fork copies the locks other threads hold (pytest-xdist's, a notebook's): then the
+    chunks run here instead, where no child can wait on such a lock forever."""
+    import threading
+
+    from sparsebias.data.parallel import run_chunks
+
+    def pids():
+        seen = []
+        run_chunks(_pid, [0, 1, 2, 3], 2, progress=seen.append)
+        return set(seen)
+
+    if threading.active_count() == 1:
+        assert os.getpid() not in pids()
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert pids() == {os.getpid()}
+    finally:
+        release.set()
+        other.join()
