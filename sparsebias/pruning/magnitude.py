@@ -69,12 +69,8 @@ def _lowest_out(flat: torch.Tensor, sparsity: float) -> torch.Tensor:
     if threshold > lowest:
         above = flat > threshold
         mask = above.to(flat.dtype)
-        excess = (n - int(above.sum())) - drop      # > 0: ties at the threshold dropped too many
-        ties = torch.nonzero(flat == threshold).flatten()
-        if excess > 0:
-            mask[ties[mask[ties] == 0][:excess]] = 1.0
-        elif excess < 0:
-            mask[ties[mask[ties] == 1][:-excess]] = 0.0
+        excess = (n - int(above.sum())) - drop      # >= 0: ties at the threshold dropped too many
+        mask[torch.nonzero(flat == threshold).flatten()[:excess]] = 1.0   # the first ties by index stay
         return mask
     minimal = torch.nonzero(flat == lowest).flatten()
     order = list(range(len(minimal)))
