@@ -32,11 +32,18 @@ needs_deepsparse = pytest.mark.skipif(DEEPSPARSE_MISSING is not None, reason=str
 DEEPSPARSE = [] if DEEPSPARSE_MISSING else ["deepsparse"]   # the engine where it runs
 
 
+@pytest.hookimpl(tryfirst=True)   # xdist reads the marks in its own hook of this name
 def pytest_collection_modifyitems(items):
-    """Tests of the group bundles share one worker: the fixture takes a minute to build."""
+    """Tests that share an expensive fixture run on one worker, which builds it once: the
+    group bundles (a minute), and each file's own module-scoped fixtures (a sweep, bundles)."""
     for item in items:
-        if "group_bundles" in getattr(item, "fixturenames", ()):
+        defs = getattr(item, "_fixtureinfo", None)
+        defs = defs.name2fixturedefs if defs else {}
+        own = item.nodeid.split("::")[0]
+        if "group_bundles" in defs:
             item.add_marker(pytest.mark.xdist_group("group_bundles"))
+        elif any(d[-1].scope != "function" and d[-1].baseid == own for d in defs.values()):
+            item.add_marker(pytest.mark.xdist_group(own))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -64,19 +64,32 @@ def _lowest_out(flat: torch.Tensor, sparsity: float) -> torch.Tensor:
     if n < 1 or sparsity <= 0.0 or sparsity > 1.0:
         return torch.ones_like(flat)
     drop = round(n * sparsity)
-    threshold = torch.kthvalue(flat, max(drop, 1))[0]   # selection: 11M weights, 0.2 s where a sort takes 2 s
     lowest = flat.min()
-    if threshold > lowest:
-        above = flat > threshold
-        mask = above.to(flat.dtype)
-        excess = (n - int(above.sum())) - drop      # >= 0: ties at the threshold dropped too many
-        mask[torch.nonzero(flat == threshold).flatten()[:excess]] = 1.0   # the first ties by index stay
-        return mask
+    if int((flat == lowest).sum()) < drop:     # the threshold is above the minimum: ties at it stay by index
+        return keep_highest(flat, n - drop)
     minimal = torch.nonzero(flat == lowest).flatten()
     order = list(range(len(minimal)))
     random.Random(42).shuffle(order)
     mask = torch.ones_like(flat)
     mask[minimal[torch.tensor(order[:drop], dtype=torch.long)]] = 0.0
+    return mask
+
+
+def keep_highest(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of the k highest scores; of equal ones the first by index (a stable descending
+    sort's choice, found by selection: sorting 11M scores takes seconds on a CPU, selecting
+    0.2 s). NaN ranks as +inf."""
+    mask = torch.zeros_like(flat)
+    if k <= 0:
+        return mask
+    if k >= flat.numel():
+        return mask.fill_(1.0)
+    flat = flat.nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf)
+    threshold = torch.kthvalue(flat, flat.numel() - k + 1)[0]
+    above = flat > threshold
+    mask[above] = 1.0
+    ties = torch.nonzero(flat == threshold).flatten()
+    mask[ties[:k - int(above.sum())]] = 1.0
     return mask
 
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .magnitude import GradualPruningModifier
+from .magnitude import GradualPruningModifier, keep_highest
 
 
 def keep_top(scores: list[torch.Tensor], masks: list[torch.Tensor], sparsities: list[float],
@@ -27,30 +27,13 @@ def keep_top(scores: list[torch.Tensor], masks: list[torch.Tensor], sparsities: 
     ranked = [s.float().masked_fill(m <= 0, -math.inf) for s, m in zip(scores, masks)]
     if global_sparsity:
         flat = torch.cat([r.flatten() for r in ranked])
-        chosen = _top(flat, _keep_count(flat.numel(), sparsities[0]))
+        chosen = keep_highest(flat, _keep_count(flat.numel(), sparsities[0]))
         return [c.view_as(r) for c, r in zip(torch.split(chosen, [r.numel() for r in ranked]), ranked)]
-    return [_top(r.flatten(), _keep_count(r.numel(), s)).view_as(r) for r, s in zip(ranked, sparsities)]
+    return [keep_highest(r.flatten(), _keep_count(r.numel(), s)).view_as(r) for r, s in zip(ranked, sparsities)]
 
 
 def _keep_count(n: int, sparsity: float) -> int:
     return n - round(n * sparsity)
-
-
-def _top(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """The k highest scores; of equal ones the first by index (a stable descending sort's
-    choice, found by selection: a sort of 11M scores takes seconds on a CPU). NaN ranks as +inf."""
-    mask = torch.zeros_like(flat)
-    if k <= 0:
-        return mask
-    if k >= flat.numel():
-        return mask.fill_(1.0)
-    flat = flat.nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf)
-    threshold = torch.kthvalue(flat, flat.numel() - k + 1)[0]
-    above = flat > threshold
-    mask[above] = 1.0
-    ties = torch.nonzero(flat == threshold).flatten()
-    mask[ties[:k - int(above.sum())]] = 1.0
-    return mask
 
 
 class ScoredPruningModifier(GradualPruningModifier):
