@@ -61,7 +61,7 @@ def test_processes_started_together_decode_once(celeba, tmp_path):
     import multiprocessing
 
     table = read_celeba(celeba)
-    with multiprocessing.get_context("fork").Pool(3) as pool:
+    with multiprocessing.get_context("spawn").Pool(3) as pool:   # forking a threaded xdist worker can hang
         arrays = pool.starmap(_decode_in_process, [(table, tmp_path / "cache")] * 3)
     assert all(np.array_equal(a, arrays[0]) for a in arrays)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1

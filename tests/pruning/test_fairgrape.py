@@ -41,6 +41,19 @@ def test_exact_greedy_serves_the_group_furthest_behind():
     assert sorted(chosen) == np.flatnonzero(kept).tolist()
 
 
+def test_ties_go_to_the_earlier_weight_on_every_machine():
+    importance = np.array([[1.0, 2.0, 1.0, 2.0, 1.0, 0.0, 0.0, 1e-40]])   # 1e-40: a float32 subnormal
+    assert fair_keep(importance, np.ones(8, bool), 4).tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+    assert fair_keep(importance, np.ones(8, bool), 7).tolist() == [1, 1, 1, 1, 1, 1, 0, 1]
+    wide = np.zeros((2, 300_000))   # all tied: a sort that settles ties arbitrarily fails this
+    wide[:, ::7] = 3.0
+    kept = fair_keep(wide, np.ones(300_000, bool), 50_000)
+    expected = np.zeros(300_000, bool)
+    expected[::7] = True
+    expected[np.flatnonzero(~expected)[:50_000 - expected.sum()]] = True
+    assert np.array_equal(kept, expected)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_every_group_keeps_the_same_share_up_to_one_greedy_turn(seed):
     rng = np.random.default_rng(seed)
