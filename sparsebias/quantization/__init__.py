@@ -8,6 +8,8 @@ against its FP32 parent recorded in the manifest."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,17 +26,34 @@ from .calibrate import BATCH, calibrated_params
 from .graph import fake_quant_graph, qdq_graph, quantize_graph, read_qdq
 
 CALIBRATION_SAMPLES = 512
-SCHEMES = {
-    "deepsparse": {"format": "QOperator (QLinearConv, com.microsoft QLinearAdd), opset 13",
-                   "weights": "int8, symmetric, per tensor, zero point 0 (pruned weights stay zero)",
-                   "activations": "uint8, asymmetric, per tensor, min-max calibrated; ReLU folded into the op "
-                                  "before it",
-                   "float": "max pooling (on its input's grid), global average pooling, the classifier"},
-    "tensorrt": {"format": "QDQ (QuantizeLinear-DequantizeLinear pairs before each Conv and residual Add), "
-                           "the FP32 graph's opset",
-                 "weights": "int8, symmetric, per output channel, zero point 0 (pruned weights stay zero)",
-                 "activations": "int8, symmetric, per tensor, zero point 0, min-max calibrated",
-                 "float": "biases, ReLU, pooling, the classifier"}}
+
+
+@dataclass(frozen=True)
+class Int8Target:
+    """How one engine family wants its INT8 graph: the one place quantize() looks at the target."""
+
+    scheme: dict                 # recorded in the manifest, in words
+    symmetric_activations: bool  # int8 with zero point 0 (TensorRT), else uint8 asymmetric
+    graph: Callable              # (FP32 graph, quantization params) -> INT8 graph
+    simulation: Callable         # (FP32 graph, INT8 graph) -> its quantization simulated in float
+
+
+TARGETS = {
+    "deepsparse": Int8Target(
+        scheme={"format": "QOperator (QLinearConv, com.microsoft QLinearAdd), opset 13",
+                "weights": "int8, symmetric, per tensor, zero point 0 (pruned weights stay zero)",
+                "activations": "uint8, asymmetric, per tensor, min-max calibrated; ReLU folded into the op "
+                               "before it",
+                "float": "max pooling (on its input's grid), global average pooling, the classifier"},
+        symmetric_activations=False, graph=quantize_graph, simulation=fake_quant_graph),
+    "tensorrt": Int8Target(
+        scheme={"format": "QDQ (QuantizeLinear-DequantizeLinear pairs before each Conv and residual Add), "
+                          "the FP32 graph's opset",
+                "weights": "int8, symmetric, per output channel, zero point 0 (pruned weights stay zero)",
+                "activations": "int8, symmetric, per tensor, zero point 0, min-max calibrated",
+                "float": "biases, ReLU, pooling, the classifier"},
+        # a QDQ graph is that simulation itself, run without onnxruntime fusing its pairs into int8 kernels
+        symmetric_activations=True, graph=qdq_graph, simulation=lambda fp32, int8: int8)}
 
 
 def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, name: str | None = None,
@@ -50,8 +69,9 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
     """
     import onnx
 
-    if target not in SCHEMES:
-        raise SparsebiasError(f"unknown INT8 target {target!r}; known: {', '.join(SCHEMES)}")
+    if target not in TARGETS:
+        raise SparsebiasError(f"unknown INT8 target {target!r}; known: {', '.join(TARGETS)}")
+    engine = TARGETS[target]
     parent = as_bundle(bundle)
     if "quantization" in parent.manifest:
         raise SparsebiasError(f"{parent.path} is already quantized ({parent.manifest['quantization']['precision']})")
@@ -65,7 +85,7 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
     table = open_data(data or parent.manifest.data_spec, echo=echo)
     _check_same_data(parent, table)
     aware = parent.manifest.get("quantization_aware_training")
-    if aware and target != "deepsparse":
+    if aware and engine.symmetric_activations:
         raise SparsebiasError(f"{parent.path} trained quantization-aware on uint8 asymmetric activations; its ranges "
                               f"do not make the int8 symmetric ones of --target {target}")
     if aware:
@@ -80,10 +100,10 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
                                                           replace=False))
         echo(f"Calibrating {parent.path.name} on {len(rows)} training image(s)")
         fp32 = onnx.load(str(parent.file("model.onnx")))
-        params = calibrated_params(fp32, train[rows], spec, symmetric=target == "tensorrt")
+        params = calibrated_params(fp32, train[rows], spec, symmetric=engine.symmetric_activations)
         method = {"method": "post-training static",
                   "calibration": {"split": "train", "samples": int(len(rows)), "seed": seed, "ranges": "min-max"}}
-    int8 = quantize_graph(fp32, params) if target == "deepsparse" else qdq_graph(fp32, params)
+    int8 = engine.graph(fp32, params)
     onnx.checker.check_model(int8)
     session = _session(int8)
     splits = {split: parent.split(split) for split in ("train", "val", "test")}
@@ -94,10 +114,8 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
     with np.load(parent.file("check.npz"), allow_pickle=False) as check:
         check_inputs, check_fp32 = check["inputs"], check["logits"]
     check_int8 = session.run(None, {session.get_inputs()[0].name: check_inputs})[0]
-    # what the INT8 graph should compute: the FP32 graph with its quantization simulated in float (a
-    # QDQ graph is that simulation itself, run without onnxruntime fusing its pairs into int8 kernels)
-    simulation = fake_quant_graph(fp32, int8) if target == "deepsparse" else int8
-    simulated = _run(_session(simulation, optimize=False), images["val"], spec)
+    # what the INT8 graph should compute: the FP32 graph with its quantization simulated in float
+    simulated = _run(_session(engine.simulation(fp32, int8), optimize=False), images["val"], spec)
     with bundle_lock(destination), BundleWriter(destination) as writer:
         onnx.save(int8, str(writer.file("model.onnx")))
         np.savez_compressed(writer.file("check.npz"), inputs=check_inputs, logits=check_int8)
@@ -111,7 +129,7 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
             **kept, "sparsebias_version": __version__, "name": destination.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "quantization": {
-                "precision": "int8", "target": target, **method, "scheme": SCHEMES[target],
+                "precision": "int8", "target": target, **method, "scheme": engine.scheme,
                 "parent": {"path": str(parent.path), "manifest_sha256": sha256(parent.path / "manifest.json")},
                 "change": {split: {key: metrics[split][key] - parent.manifest["metrics"][split][key]
                                    for key in ("accuracy", "auc")} for split in metrics},
@@ -164,4 +182,4 @@ def _run(session, images: np.ndarray, spec: dict) -> np.ndarray:
     return np.concatenate(out)
 
 
-__all__ = ["CALIBRATION_SAMPLES", "SCHEMES", "quantize"]
+__all__ = ["CALIBRATION_SAMPLES", "TARGETS", "Int8Target", "quantize"]
