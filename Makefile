@@ -53,7 +53,7 @@ run: setup
 	$(BIN)/sparsebias compress --recipe recipes/resnet18_99.yaml
 
 # lint-imports: the layering in pyproject.toml (a stage imports only the stages below it)
-# two pytest-xdist workers (one thread each, tests/conftest.py); the tests of one slow
+# two pytest-xdist workers (one thread each, tests/conftest.py); the tests that share a slow
 # fixture share a worker (--dist loadgroup)
 PYTEST_PARALLEL = -n 2 --dist loadgroup
 

@@ -23,12 +23,11 @@ def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor, tolerance: fl
                 optimize: bool = True) -> dict:
     """Export with a dynamic batch axis; verify with onnx.checker and onnxruntime vs torch
     (`optimize=False`: onnxruntime computing each node as written, e.g. QDQ pairs in float)."""
-    got, expected, checked_with = _export_and_run(model, path, batch, optimize)
+    got, expected, checked = _export_and_run(model, path, batch, optimize)
     diff = float(np.abs(got - expected).max())
     if not diff <= tolerance:
         raise ExportError(f"ONNX output differs from torch by {diff:.3g} (> {tolerance})")
-    return {"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME, "check_batch": int(len(batch)),
-            "max_abs_diff_vs_torch": diff, "checked_with": checked_with}
+    return {**checked, "max_abs_diff_vs_torch": diff}
 
 
 def export_qdq(aware: nn.Module, fp32: nn.Module, path: Path, batch: torch.Tensor) -> dict:
@@ -42,11 +41,10 @@ def export_qdq(aware: nn.Module, fp32: nn.Module, path: Path, batch: torch.Tenso
     difference is under half the mean change quantization makes (`fp32`: the model
     unquantized); median and maximum are recorded beside it.
     """
-    got, expected, checked_with = _export_and_run(aware, path, batch, optimize=False)
+    got, expected, checked = _export_and_run(aware, path, batch, optimize=False)
     with torch.no_grad():
         unquantized = fp32.eval()(batch).numpy()
-    return {"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME, "check_batch": int(len(batch)),
-            **qdq_agreement(got, expected, unquantized), "checked_with": checked_with}
+    return {**checked, **qdq_agreement(got, expected, unquantized)}
 
 
 def qdq_agreement(qdq: np.ndarray, fake_quant: np.ndarray, unquantized: np.ndarray) -> dict:
@@ -61,7 +59,7 @@ def qdq_agreement(qdq: np.ndarray, fake_quant: np.ndarray, unquantized: np.ndarr
 
 
 def _export_and_run(model: nn.Module, path: Path, batch: torch.Tensor, optimize: bool):
-    """The exported graph's logits on `batch`, torch's, and what computed the former."""
+    """The exported graph's logits on `batch`, torch's, and the export's description."""
     import onnx
     import onnxruntime as ort
 
@@ -82,4 +80,5 @@ def _export_and_run(model: nn.Module, path: Path, batch: torch.Tensor, optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
-    return got, expected, f"onnxruntime {ort.__version__}" + ("" if optimize else ", unoptimized")
+    return got, expected, {"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME, "check_batch": int(len(batch)),
+                           "checked_with": f"onnxruntime {ort.__version__}" + ("" if optimize else ", unoptimized")}

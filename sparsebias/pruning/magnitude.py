@@ -64,10 +64,10 @@ def _lowest_out(flat: torch.Tensor, sparsity: float) -> torch.Tensor:
     if n < 1 or sparsity <= 0.0 or sparsity > 1.0:
         return torch.ones_like(flat)
     drop = round(n * sparsity)
-    lowest = flat.min()
-    if int((flat == lowest).sum()) < drop:     # the threshold is above the minimum: ties at it stay by index
+    is_lowest = flat == flat.min()
+    if int(is_lowest.sum()) < drop:     # the threshold is above the minimum: ties at it stay by index
         return keep_highest(flat, n - drop)
-    minimal = torch.nonzero(flat == lowest).flatten()
+    minimal = torch.nonzero(is_lowest).flatten()
     order = list(range(len(minimal)))
     random.Random(42).shuffle(order)
     mask = torch.ones_like(flat)
