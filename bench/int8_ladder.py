@@ -1,10 +1,15 @@
 """The sparsity ladder with INT8 rungs: FP32 and INT8 bundles on DeepSparse and onnxruntime, in one run.
 
-    python bench/int8_ladder.py --dense exported/resnet18_dense \\
-        exported/resnet18_90 exported/resnet18_95 exported/resnet18_99   # -> bench/results/int8_ladder.{json,md}
+    python bench/int8_ladder.py --dense exported/resnet18_dense exported/resnet18_90 exported/resnet18_95 \\
+        exported/resnet18_layerwise_95 exported/resnet18_layerwise_95_block4 exported/resnet18_99 \\
+        --rounds 10 --duration 20                        # -> bench/results/int8_ladder.{json,md,png}
 
-    python bench/int8_ladder.py --dense exported/resnet18_dense exported/resnet18_95 \
-        --size 224 --batch-size 16 --out bench/results/int8_ladder_224px
+    python bench/int8_ladder.py --dense exported/resnet18_dense exported/resnet18_95 \\
+        exported/resnet18_layerwise_95 exported/resnet18_layerwise_95_block4 exported/resnet18_99 \\
+        --size 224 --batch-size 16 --rounds 8 --duration 16 --out bench/results/int8_ladder_224px
+
+The bundles were trained with `--set num_epochs=8`; the block4 one with
+`recipes/resnet18_layerwise_95.yaml --set mask_type=block4 --name resnet18_layerwise_95_block4`.
 
 Each pruned bundle is quantized (`sparsebias quantize`, reused when NAME-int8 exists);
 then every bundle, FP32 and INT8, is measured on every engine at one batch size, all

@@ -62,6 +62,20 @@ def test_recipe_reaches_its_target_sparsity(path):
     assert measured == pytest.approx(expected_sparsity(recipe, model), abs=0.005)
 
 
+@pytest.mark.parametrize("path", [p for p in RECIPES if "\nmask_type: unstructured" in p.read_text()],
+                         ids=lambda p: p.stem)
+def test_block4_override_prunes_four_input_channels_together(path):
+    recipe = load_recipe(path, {"num_epochs": 2, "mask_type": "block4"})
+    torch.manual_seed(0)
+    model = build_model(recipe.settings["arch"], 40)
+    run_schedule(recipe, model)
+    pruned = {n: w for n, w in prunable_weights(model).items() if n.startswith("layer")}
+    for name, weight in pruned.items():
+        blocks = (weight == 0).movedim(1, -1).reshape(-1, 4)   # 4 consecutive input channels
+        assert bool((blocks.all(dim=1) | ~blocks.any(dim=1)).all()), name
+        assert float(blocks.float().mean()) == pytest.approx(0.95, abs=0.01), name
+
+
 def write(tmp_path, text, name="recipe.yaml"):
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
