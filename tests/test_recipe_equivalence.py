@@ -79,9 +79,13 @@ def _drive(path, overrides):
     return ours_model
 
 
-@pytest.mark.parametrize("path", CARDS + OURS, ids=lambda p: p.stem)
-def test_same_schedule_masks_and_weights_as_sparseml(path):
-    overrides = {"num_epochs": 5} if path.parent.name == "recipes" else {}
+RUNS = [(p, {}) for p in CARDS] + [(p, {"num_epochs": 5}) for p in OURS] + [
+    (ROOT / "recipes/resnet18_layerwise_95.yaml", {"num_epochs": 5, "mask_type": "block4"})]
+
+
+@pytest.mark.parametrize("path, overrides", RUNS, ids=lambda v: v.stem if isinstance(v, Path) else
+                         ",".join(f"{k}={x}" for k, x in v.items()))
+def test_same_schedule_masks_and_weights_as_sparseml(path, overrides):
     model = _drive(path, overrides)
     zeros = sum(int((p == 0).sum()) for n, p in model.named_parameters() if n.endswith("weight"))
     assert (zeros > 0) == ("dense" not in path.stem)
