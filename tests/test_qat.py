@@ -11,7 +11,7 @@ from conftest import TINY_SETTINGS, cli, refused, tiny_compress
 from onnx import numpy_helper
 
 import sparsebias
-from sparsebias.bundle.export import ExportError, export_onnx, qdq_agreement
+from sparsebias.bundle.export import ExportError, export_qdq, qdq_agreement
 from sparsebias.core.errors import SparsebiasError
 from sparsebias.core.int8 import QParams
 from sparsebias.modifiers import QuantizationModifier
@@ -52,7 +52,7 @@ def test_the_fake_quantization_is_where_the_int8_graph_quantizes(arch, expected,
     if expected is not None:   # resnet18: input, stem, 3 per block, 3 shortcuts; mobilenet_v1: input, 27 convs
         assert len(quantizers(aware)) == expected
     batch = torch.randn(4, 3, 32, 32)
-    export_onnx(aware, tmp_path / "qdq.onnx", batch, tolerance=1e-4, optimize=False)
+    assert export_qdq(aware, model, tmp_path / "qdq.onnx", batch)["max_abs_diff_vs_torch"] <= 1e-4
     fp32, params = read_qdq(onnx.load(str(tmp_path / "qdq.onnx")))
     assert len(params) == len(quantizers(aware))
     assert not [n for n in fp32.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]

@@ -19,11 +19,9 @@ class ExportError(RuntimeError):
     """The exported graph does not compute what the torch model computes."""
 
 
-def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor, tolerance: float = TOLERANCE,
-                optimize: bool = True) -> dict:
-    """Export with a dynamic batch axis; verify with onnx.checker and onnxruntime vs torch
-    (`optimize=False`: onnxruntime computing each node as written, e.g. QDQ pairs in float)."""
-    got, expected, checked = _export_and_run(model, path, batch, optimize)
+def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor, tolerance: float = TOLERANCE) -> dict:
+    """Export with a dynamic batch axis; verify with onnx.checker and onnxruntime vs torch."""
+    got, expected, checked = _export_and_run(model, path, batch, optimize=True)
     diff = float(np.abs(got - expected).max())
     if not diff <= tolerance:
         raise ExportError(f"ONNX output differs from torch by {diff:.3g} (> {tolerance})")
@@ -59,7 +57,8 @@ def qdq_agreement(qdq: np.ndarray, fake_quant: np.ndarray, unquantized: np.ndarr
 
 
 def _export_and_run(model: nn.Module, path: Path, batch: torch.Tensor, optimize: bool):
-    """The exported graph's logits on `batch`, torch's, and the export's description."""
+    """The exported graph's logits on `batch`, torch's, and the export's description
+    (`optimize=False`: onnxruntime computing each node as written, e.g. QDQ pairs in float)."""
     import onnx
     import onnxruntime as ort
 
