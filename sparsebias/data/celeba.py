@@ -4,10 +4,15 @@
     ROOT/list_attr_celeba.txt      count, attribute names, then "id v1 v2 ..." with v in {-1, 1}
     ROOT/list_eval_partition.txt   "id p" with p = 0 train, 1 validation, 2 test
     ROOT/list_backdoor.txt         optional (SynthFaces): "id b", b = 1 if backdoored
+
+The two other layouts users download are read too: Kaggle's copy (`list_attr_celeba.csv`
+and `list_eval_partition.csv` with header rows, the images one folder deeper in
+`img_align_celeba/img_align_celeba/`) and torchvision's (everything under ROOT/celeba/).
 """
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,62 +66,96 @@ def read_celeba(root) -> FaceAttributes:
     root = Path(root)
     if not root.is_dir():
         raise SparsebiasError(f"data folder not found: {root}")
-    attr_file = root / "list_attr_celeba.txt"
+    if not _label_file(root, "list_attr_celeba", required=False) and (root / "celeba").is_dir():
+        root = root / "celeba"   # torchvision's download: ROOT/celeba/...
+    attr_file = _label_file(root, "list_attr_celeba")
     ids, names, values = _read_attribute_table(attr_file)
-    partition = _read_id_column(root / "list_eval_partition.txt", ids, {0, 1, 2}, "partition")
+    partition = _read_id_column(_label_file(root, "list_eval_partition"), ids, {0, 1, 2}, "partition")
     backdoor_file = root / "list_backdoor.txt"
     backdoor = _read_id_column(backdoor_file, ids, {0, 1}, "backdoor flag") if backdoor_file.exists() else None
     image_dir = root / "img_align_celeba"
     if not image_dir.is_dir():
         raise SparsebiasError(f"image folder not found: {image_dir}")
-    return FaceAttributes(root, image_dir, ids, names, values, partition, backdoor)
+    if (image_dir / "img_align_celeba").is_dir() and not (image_dir / ids[0]).exists():
+        image_dir = image_dir / "img_align_celeba"   # Kaggle's archive unpacks one folder deeper
+    return FaceAttributes(root, image_dir, ids, names, values, partition, backdoor, source=attr_file.name)
 
 
-def _lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise SparsebiasError(f"file not found: {path}")
+def _label_file(root: Path, stem: str, required: bool = True) -> Path | None:
+    """CelebA's text file, or the CSV copy Kaggle's release ships instead."""
+    for path in (root / f"{stem}.txt", root / f"{stem}.csv"):
+        if path.is_file():
+            return path
+    if required:
+        raise SparsebiasError(f"file not found: {root / stem}.txt (or .csv, as in Kaggle's copy of CelebA)")
+    return None
+
+
+def _rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank line: comma-separated in a .csv, else by whitespace."""
     try:
-        return path.read_text().splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise SparsebiasError(f"cannot read {path}: {e}") from None
+    lines = text.splitlines()
+    if path.suffix == ".csv":
+        try:
+            fields = [[f.strip() for f in row] for row in csv.reader(lines)]
+        except csv.Error as e:
+            raise SparsebiasError(f"cannot read {path}: {e}") from None
+    else:
+        fields = [line.split() for line in lines]
+    return [(n, row) for n, row in enumerate(fields, start=1) if any(row)]
 
 
 def _read_attribute_table(path: Path):
-    lines = _lines(path)
-    if len(lines) < 3:
-        raise SparsebiasError(f"{path}: expected a count line, a header line and rows, got {len(lines)} lines")
-    try:
-        count = int(lines[0].strip())
-    except ValueError:
-        raise SparsebiasError(f"{path}:1: expected the number of images, got {lines[0][:40]!r}") from None
-    names = tuple(lines[1].split())
+    """Image ids, attribute names and 0/1 values. The text file starts with a count line
+    and a line of names; the CSV with a header row "image_id,name,...", and no count."""
+    rows = _rows(path)
+    if path.suffix == ".csv":
+        if not rows:
+            raise SparsebiasError(f"{path}: empty; expected a header row 'image_id,attribute,...' and rows")
+        (header_line, header), body = rows[0], rows[1:]
+        names = tuple(header[1:])
+    else:
+        if len(rows) < 2:
+            raise SparsebiasError(f"{path}: expected a count line, a header line and rows, got {len(rows)} lines")
+        (count_line, first), (header_line, header), body = rows[0], rows[1], rows[2:]
+        if len(first) != 1 or not first[0].isdigit():
+            raise SparsebiasError(f"{path}:{count_line}: expected the number of images, got {' '.join(first)[:40]!r}")
+        if int(first[0]) != len(body):
+            raise SparsebiasError(f"{path}: the first line says {int(first[0])} images, the file has {len(body)} rows")
+        names = tuple(header)
+    if not names or any(name.lstrip("-").isdigit() or not name for name in names):
+        raise SparsebiasError(f"{path}:{header_line}: expected a header of attribute names")
     if len(set(names)) != len(names):
-        raise SparsebiasError(f"{path}:2: repeated attribute names in the header")
-    rows = [line.split() for line in lines[2:] if line.strip()]
-    if len(rows) != count:
-        raise SparsebiasError(f"{path}: the first line says {count} images, the file has {len(rows)} rows")
-    ids, values = [], np.empty((len(rows), len(names)), dtype=np.int8)
-    for i, row in enumerate(rows):
+        raise SparsebiasError(f"{path}: repeated attribute names in the header")
+    if not body:
+        raise SparsebiasError(f"{path}: no images listed")
+    ids, values = [], np.empty((len(body), len(names)), dtype=np.int8)
+    for i, (line, row) in enumerate(body):
         if len(row) != len(names) + 1:
             raise SparsebiasError(
-                f"{path}:{i + 3}: expected an image id and {len(names)} values, got {len(row)} fields")
+                f"{path}:{line}: expected an image id and {len(names)} values, got {len(row)} fields")
         try:
             parsed = [int(v) for v in row[1:]]
         except ValueError:
             parsed = None
         if parsed is None or not set(parsed) <= {-1, 1}:  # checked as ints: 255 must not wrap into int8's -1
-            raise SparsebiasError(f"{path}:{i + 3}: attribute values must be -1 or 1")
+            raise SparsebiasError(f"{path}:{line}: attribute values must be -1 or 1")
         values[i] = parsed
         ids.append(row[0])
     return np.array(ids), names, ((values + 1) // 2).astype(np.int8)
 
 
 def _read_id_column(path: Path, ids: np.ndarray, allowed: set[int], what: str) -> np.ndarray:
-    rows = [line.split() for line in _lines(path) if line.strip()]
+    rows = _rows(path)
+    if path.suffix == ".csv" and rows and not rows[0][1][-1].lstrip("-").isdigit():
+        rows = rows[1:]   # the header row, "image_id,partition" in Kaggle's copy
     table = {}
-    for i, row in enumerate(rows):
+    for line, row in rows:
         if len(row) != 2 or not row[1].lstrip("-").isdigit() or int(row[1]) not in allowed:
-            raise SparsebiasError(f"{path}:{i + 1}: expected 'image_id {what}' with {what} in {sorted(allowed)}")
+            raise SparsebiasError(f"{path}:{line}: expected 'image_id {what}' with {what} in {sorted(allowed)}")
         table[row[0]] = int(row[1])
     missing = [x for x in ids if x not in table]
     if missing:

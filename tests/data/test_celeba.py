@@ -57,7 +57,7 @@ def test_malformed_files_name_the_file_and_line(tmp_path, attr, partition, messa
 def test_missing_folder_and_files(tmp_path):
     with pytest.raises(SparsebiasError, match="data folder not found"):
         read_celeba(tmp_path / "nope")
-    with pytest.raises(SparsebiasError, match="file not found: .*list_attr_celeba.txt"):
+    with pytest.raises(SparsebiasError, match=r"file not found: .*list_attr_celeba.txt \(or .csv"):
         read_celeba(tmp_path)
 
 
@@ -65,3 +65,53 @@ def test_unknown_attribute_lists_the_known_ones(tmp_path):
     table = read_celeba(write_celeba(tmp_path))
     with pytest.raises(SparsebiasError, match="unknown attribute 'Smilling'.*known: Smiling, Male, Young"):
         table.columns(["Smilling"])
+
+
+def kaggle_csv(attr=ATTR):
+    """ATTR as Kaggle's list_attr_celeba.csv: a header row instead of the count line, commas."""
+    lines = attr.splitlines()
+    return "\n".join([",".join(["image_id", *lines[1].split()]), *(",".join(row.split()) for row in lines[2:])]) + "\n"
+
+
+def test_reads_kaggles_csv_layout_with_the_images_one_folder_deeper(tmp_path):
+    from PIL import Image
+
+    from sparsebias.data.images import split_images
+
+    images = tmp_path / "img_align_celeba" / "img_align_celeba"
+    images.mkdir(parents=True)
+    for k in range(1, 5):
+        Image.new("RGB", (178, 218), (40 * k, 0, 0)).save(images / f"00000{k}.jpg", quality=100)
+    (tmp_path / "list_attr_celeba.csv").write_text(kaggle_csv().replace("\n", "\r\n"))
+    (tmp_path / "list_eval_partition.csv").write_text(
+        "image_id,partition\n" + PARTITION.replace(" ", ","))
+    table = read_celeba(tmp_path)
+    expected = read_celeba(write_celeba(tmp_path / "txt"))
+    assert table.names == expected.names and table.ids.tolist() == expected.ids.tolist()
+    np.testing.assert_array_equal(table.labels, expected.labels)
+    np.testing.assert_array_equal(table.partition, expected.partition)
+    assert table.image_dir == images and table.source == "list_attr_celeba.csv"
+    train = split_images(table, "train", 16, cache=tmp_path / "cache")
+    assert train.shape == (2, 3, 16, 16) and abs(int(train[1, 0].mean()) - 80) <= 2
+
+
+def test_reads_torchvisions_layout_from_the_folder_above(tmp_path):
+    write_celeba(tmp_path / "celeba")
+    table = read_celeba(tmp_path)
+    assert table.root == tmp_path / "celeba" and table.image_dir == tmp_path / "celeba" / "img_align_celeba"
+    assert table.names == ("Smiling", "Male", "Young")
+
+
+@pytest.mark.parametrize("csv_text, message", [
+    ("image_id,Smiling,Male,Young\n000001.jpg,1,-1\n", "list_attr_celeba.csv:2: expected an image id and 3 values"),
+    ("000001.jpg,1,-1,1\n000002.jpg,-1,1,1\n", "list_attr_celeba.csv:1: expected a header of attribute names"),
+    ("image_id,Smiling,Smiling\n000001.jpg,1,-1\n", "repeated attribute names"),
+    ("image_id,Smiling\n", "list_attr_celeba.csv: no images listed"),
+    ('image_id,Smiling\n"000001.jpg,1\n', "list_attr_celeba.csv:2: expected an image id and 1 values, got 1 fields"),
+])
+def test_malformed_kaggle_csv_names_the_file_and_line(tmp_path, csv_text, message):
+    (tmp_path / "img_align_celeba").mkdir()
+    (tmp_path / "list_attr_celeba.csv").write_text(csv_text)
+    (tmp_path / "list_eval_partition.csv").write_text("image_id,partition\n000001.jpg,0\n000002.jpg,0\n")
+    with pytest.raises(SparsebiasError, match=message):
+        read_celeba(tmp_path)
