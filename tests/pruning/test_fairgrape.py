@@ -71,6 +71,25 @@ def test_every_group_keeps_the_same_share_up_to_one_greedy_turn(seed):
     assert np.ptp(shares(importance, fair)) < np.ptp(shares(importance, blind)) / 10
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_ordering_only_the_first_k_weights_keeps_the_same_choice(seed, monkeypatch):
+    """The greedy reads each group's order no further than k: sorting it all changes nothing."""
+    from sparsebias.pruning import fairgrape
+
+    rng = np.random.default_rng(seed)
+    groups, n = rng.integers(1, 6), int(rng.integers(20, 3000))
+    importance = rng.random((groups, n)) ** 3 * rng.uniform(0.1, 10, (groups, 1))
+    importance[:, rng.random(n) < 0.3] = rng.integers(0, 3)          # ties, zeros
+    importance[rng.integers(groups)] *= rng.integers(0, 2)            # sometimes a group with nothing
+    eligible = rng.random(n) < rng.uniform(0.3, 1.0)
+    k = int(rng.integers(1, eligible.sum() + 2))
+    truncated = fair_keep(importance, eligible, k)
+    full_orders = fairgrape._orders
+    monkeypatch.setattr(fairgrape, "_orders", lambda imp, elig, limit: full_orders(imp, elig, len(elig)))
+    assert np.array_equal(truncated, fair_keep(importance, eligible, k))
+    assert truncated.sum() == min(k, eligible.sum()) and not truncated[~eligible].any()
+
+
 def test_pruned_weights_stay_pruned():
     importance = np.array([[5.0, 1.0, 1.0, 1.0]])
     kept = fair_keep(importance, np.array([False, True, True, True]), 2)
