@@ -5,17 +5,24 @@ Each variant runs the training step `sparsebias compress` runs: batches from the
 for a GPU), flipped and normalised on the device, channels_last, autocast at the
 precision asked, 40 BCE outputs, SGD with momentum, and a global magnitude pruning
 modifier holding 90% masks (the masks' hooks and re-masking after each step are part of
-the cost). The images are random (decoding is the cache's job and is not timed). Single
-process variants are interleaved round by round so that the machine's drift touches each
-alike; a variant with several processes starts them as torchrun would (gloo on the CPU,
-NCCL on GPUs) and reports the global images/s.
+the cost), and on a CPU the convolutions on tiny maps as matrix products
+(`training.small_maps`; `--small-maps both` times torch's convolutions beside them). The
+images are random (decoding is the cache's job and is not timed). Single process variants
+are interleaved round by round so that the machine's drift touches each alike; a variant
+with several processes starts them as torchrun would (gloo on the CPU, NCCL on GPUs) and
+reports the global images/s.
 
     python bench/training_speed.py                                   # CPU: fp32 and bf16, 64 px, batch 64
     python bench/training_speed.py --device cuda --precisions fp32,bf16,fp16 --sizes 64,128 --batches 256
     python bench/training_speed.py --processes 1,2                   # also 2 processes (DDP) on this machine
+    python bench/training_speed.py --small-maps both                 # tiny maps: products, and torch's
 
 Writes bench/results/training_speed_<device>.json and prints a Markdown table, with, for a
 GPU, the hours the paper's schedule (160,000 images x 100 epochs) would take at that speed.
+Beside each variant: the step's arithmetic rate (3x the forward pass's counted FLOPs per
+image: a backward pass costs about two forwards) and, measured in the same rounds, the rate
+of a large matrix product at that precision, the most this device does with the step's
+arithmetic. Their ratio says how much a faster step could still gain from the arithmetic.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import socket
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +48,12 @@ from sparsebias.data.loader import augment, train_loader
 from sparsebias.pruning import GlobalMagnitudePruningModifier
 from sparsebias.recipes import RecipeManager
 from sparsebias.training.models import build_model
+from sparsebias.training.small_maps import small_maps_as_products
 
 RESULTS = Path(__file__).parent / "results"
 PAPER_IMAGES = 160_000 * 100      # CelebA's training split x the paper's 100 epochs
 IMAGES = 4096                     # random training images per variant
+MATMUL = 2048                     # the ceiling's square matrices
 
 
 class RandomImages:
@@ -61,8 +71,9 @@ class RandomImages:
 class Trainer:
     """One variant's model, optimizer, masks and loader, ready to time steps."""
 
-    def __init__(self, device, precision, size, batch, ranks=Ranks.single()):
+    def __init__(self, device, precision, size, batch, small_maps="product", ranks=Ranks.single()):
         self.device, self.precision, self.ranks = device, precision, ranks
+        self.small_maps = small_maps
         torch.manual_seed(0)
         self.model = build_model("resnet18", 40).to(device, memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -85,6 +96,10 @@ class Trainer:
     def time_steps(self, steps: int) -> float:
         """Seconds per step over `steps` steps, after 2 warm-up steps."""
         self.net.train()
+        with small_maps_as_products(self.model, self.device) if self.small_maps == "product" else nullcontext():
+            return self._time_steps(steps)
+
+    def _time_steps(self, steps: int) -> float:
         for i in range(steps + 2):
             if i == 2:
                 self._sync()
@@ -100,11 +115,44 @@ class Trainer:
         return (time.perf_counter() - started) / steps
 
     def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        self._sync_device(self.device)
+
+    @staticmethod
+    def _sync_device(device):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
 
-def _rank_main(local_rank, world, port, device_spec, precision, size, batch, steps, rounds, out):
+def forward_flops(size: int) -> int:
+    """FLOPs of one resnet18 forward pass at this image size: 2 x the multiply-adds of its
+    convolutions and the classifier, counted from their output shapes."""
+    model, macs = build_model("resnet18", 40), []
+
+    def count(module, _inputs, output):
+        kernel = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.in_features
+        macs.append(output.numel() * kernel)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.register_forward_hook(count)
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    return 2 * sum(macs)
+
+
+def matmul_seconds(device, precision, steps: int) -> float:
+    """Seconds per MATMUL^3 matrix product, under the same autocast as the step."""
+    a, b = (torch.randn(MATMUL, MATMUL, device=device) for _ in range(2))
+    with autocast(device, precision):
+        for i in range(steps + 2):
+            if i == 2:
+                Trainer._sync_device(device)
+                started = time.perf_counter()
+            a @ b
+    Trainer._sync_device(device)
+    return (time.perf_counter() - started) / steps
+
+
+def _rank_main(local_rank, world, port, device_spec, precision, size, batch, small_maps, steps, rounds, out):
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if device_spec == "cpu":
@@ -112,21 +160,21 @@ def _rank_main(local_rank, world, port, device_spec, precision, size, batch, ste
     ranks = Ranks.from_env()
     device = resolve_device(device_spec, ranks.local_rank)
     ranks.start(device)
-    trainer = Trainer(device, precision, size, batch, ranks)
+    trainer = Trainer(device, precision, size, batch, small_maps, ranks)
     times = [trainer.time_steps(steps) for _ in range(rounds)]
     if ranks.main:
         Path(out).write_text(json.dumps(times))
     ranks.stop()
 
 
-def multi_process(world, device, precision, size, batch, steps, rounds) -> list[float]:
+def multi_process(world, device, precision, size, batch, small_maps, steps, rounds) -> list[float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "times.json"
-        torch.multiprocessing.spawn(_rank_main, args=(world, port, device.type, precision, size, batch, steps,
-                                                      rounds, str(out)), nprocs=world)
+        torch.multiprocessing.spawn(_rank_main, args=(world, port, device.type, precision, size, batch, small_maps,
+                                                      steps, rounds, str(out)), nprocs=world)
         return json.loads(out.read_text())
 
 
@@ -139,43 +187,65 @@ def main():
     ap.add_argument("--processes", default="1", help="e.g. 1,2: processes (DDP ranks) per variant")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--small-maps", choices=["product", "torch", "both"], default="product",
+                    help="CPU convolutions on tiny maps: as matrix products (what compress runs), torch's, or both")
+    ap.add_argument("--out", type=Path, help="default: bench/results/training_speed_<device type>.json")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
     prepare_device(device)
-    variants = [(resolve_precision(p, device), int(s), int(b), int(w))
+    small_maps = ["product", "torch"] if args.small_maps == "both" else [args.small_maps]
+    variants = [(resolve_precision(p, device), int(s), int(b), int(w), m)
                 for w in args.processes.split(",") for s in args.sizes.split(",")
-                for b in args.batches.split(",") for p in args.precisions.split(",")]
-    single = {v: Trainer(device, v[0], v[1], v[2]) for v in variants if v[3] == 1}
+                for b in args.batches.split(",") for p in args.precisions.split(",") for m in small_maps]
+    single = {v: Trainer(device, v[0], v[1], v[2], v[4]) for v in variants if v[3] == 1}
     times = {v: [] for v in variants}
+    precisions = sorted({v[0] for v in variants})
+    ceiling = {p: [] for p in precisions}
     for r in range(args.rounds):
         for v, trainer in single.items():
             times[v].append(trainer.time_steps(args.steps))
-            print(f"round {r + 1}/{args.rounds}  {v[0]} {v[1]}px batch {v[2]}: {v[2] / times[v][-1]:8.1f} images/s",
-                  flush=True)
+            print(f"round {r + 1}/{args.rounds}  {v[0]} {v[1]}px batch {v[2]} {v[4]}: "
+                  f"{v[2] / times[v][-1]:8.1f} images/s", flush=True)
+        for p in precisions:
+            ceiling[p].append(matmul_seconds(device, p, args.steps))
+    matmul_gflops = {p: 2 * MATMUL ** 3 / statistics.median(t) / 1e9 for p, t in ceiling.items()}
+    step_flops = {size: 3 * forward_flops(size) for size in {v[1] for v in variants}}
     for v in variants:
         if v[3] > 1:
-            times[v] = multi_process(v[3], device, *v[:3], args.steps, args.rounds)
-            print(f"{v[3]} processes  {v[0]} {v[1]}px batch {v[2]}: {v[2] / statistics.median(times[v]):8.1f} images/s")
+            times[v] = multi_process(v[3], device, *v[:3], v[4], args.steps, args.rounds)
+            print(f"{v[3]} processes  {v[0]} {v[1]}px batch {v[2]} {v[4]}: "
+                  f"{v[2] / statistics.median(times[v]):8.1f} images/s")
 
     rows = []
-    for (precision, size, batch, world), t in times.items():
+    for (precision, size, batch, world, maps), t in times.items():
         per_s = batch / statistics.median(t)
+        step_gflops = per_s * step_flops[size] / 1e9
         rows.append({"device": describe(device), "precision": precision, "size": size, "batch": batch,
-                     "processes": world, "images_per_s": round(per_s, 1),
-                     "paper_schedule_hours": round(PAPER_IMAGES / per_s / 3600, 2)})
+                     "processes": world, "small_maps": maps, "images_per_s": round(per_s, 1),
+                     "paper_schedule_hours": round(PAPER_IMAGES / per_s / 3600, 2),
+                     "step_gflops_per_s": round(step_gflops, 1),
+                     "matmul_gflops_per_s": round(matmul_gflops[precision], 1),
+                     "share_of_matmul": round(step_gflops / matmul_gflops[precision], 3)})
     record = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "device": describe(device), "python": platform.python_version(),
                           "torch": torch.__version__, "numpy": np.__version__},
               "settings": {"arch": "resnet18", "outputs": 40, "pruning": "global magnitude 90%, masks enforced",
-                           "steps": args.steps, "rounds": args.rounds, "statistic": "median over rounds"},
+                           "steps": args.steps, "rounds": args.rounds, "statistic": "median over rounds",
+                           "step_flops_per_image": {str(k): v for k, v in step_flops.items()},
+                           "step_flops": "3 x the forward pass's (2 x multiply-adds of convolutions and classifier)",
+                           "matmul": f"{MATMUL}x{MATMUL} @ {MATMUL}x{MATMUL} under the variant's autocast, "
+                                     "one process, interleaved with the single-process variants"},
               "results": rows}
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"training_speed_{device.type}.json"
+    out = args.out or RESULTS / f"training_speed_{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(markdown_table(["device", "precision", "px", "batch", "processes", "images/s", "paper schedule (h)"],
-                         [[r["device"], r["precision"], r["size"], r["batch"], r["processes"], r["images_per_s"],
-                           r["paper_schedule_hours"]] for r in rows]))
+    print(markdown_table(["device", "precision", "px", "batch", "processes", "tiny maps", "images/s",
+                          "paper schedule (h)", "step GFLOP/s", "matmul GFLOP/s", "share"],
+                         [[r["device"], r["precision"], r["size"], r["batch"], r["processes"], r["small_maps"],
+                           r["images_per_s"],
+                           r["paper_schedule_hours"], r["step_gflops_per_s"], r["matmul_gflops_per_s"],
+                           r["share_of_matmul"]] for r in rows]))
     print(f"wrote {out}")
 
 

@@ -118,6 +118,7 @@ def test_precision_is_chosen_and_recorded(dense_bundle, repo, tmp_path):
     training = dense_bundle.manifest["training"]
     assert training["precision"] == resolve_precision("auto", torch.device("cpu"))
     assert training["memory_format"] == "channels_last" and training["processes"] == 1
+    assert training["small_maps"] == "product"
     assert training["device"].startswith("cpu (")
     assert all(e["train_images_per_s"] > 0 for e in training["history"])
     fp32 = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, name="fp32", extra=["precision=fp32"])

@@ -132,6 +132,8 @@ def test_markdown_recipe_with_front_matter(tmp_path):
      "optimizer 'rmsprop' is not one of sgd, adam"),
     ("precision: fp8\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n",
      "precision 'fp8' is not one of auto, fp32, bf16"),
+    ("small_maps: onednn\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n",
+     "small_maps 'onednn' is not one of product, torch"),
     ("arch: resnet18\n", "Unable to find any modifiers"),
     ("- just\n- a list\n", "a recipe is a YAML mapping"),
 ])

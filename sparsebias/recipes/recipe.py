@@ -48,7 +48,9 @@ RUN_DEFAULTS = {
     "weight_decay": 1e-4,
     "num_epochs": None,   # when the recipe has no EpochRangeModifier
     "precision": "auto",  # auto (bf16 where the device has it natively), fp32, bf16 or fp16
+    "small_maps": "product",  # CPU convolutions on maps of <= 4 positions: product (training.small_maps) or torch
 }
+SMALL_MAPS = ("product", "torch")
 OPTIMIZERS = ("sgd", "adam")
 # every modifier a recipe may name, by its YAML tag
 MODIFIERS: dict[str, type] = {cls.__name__: cls for cls in TRAINING_MODIFIERS + PRUNING_MODIFIERS}
@@ -165,6 +167,8 @@ def _check_settings(path: Path, s: dict) -> None:
         raise SparsebiasError(f"{path}: optimizer {s['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
     if s["precision"] not in PRECISIONS:
         raise SparsebiasError(f"{path}: precision {s['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    if s["small_maps"] not in SMALL_MAPS:
+        raise SparsebiasError(f"{path}: small_maps {s['small_maps']!r} is not one of {', '.join(SMALL_MAPS)}")
     for key in ("image_size", "batch_size"):
         if isinstance(s[key], float) and s[key].is_integer():
             s[key] = int(s[key])
