@@ -100,6 +100,24 @@ def test_a_run_killed_during_quantization_aware_training_resumes_to_the_same_bun
         assert p.zero_point == theirs[name].zero_point and p.scale == pytest.approx(theirs[name].scale, rel=1e-5)
 
 
+def test_a_run_started_before_a_run_setting_existed_resumes_with_its_value(tmp_path):
+    import json
+
+    from sparsebias.core import SparsebiasError
+    from sparsebias.training.pipeline import _prepare_work_dir
+
+    run = {"recipe": "...", "settings": {"precision": "auto", "small_maps": "product", "final_sparsity": 0.9},
+           "seed": 0}
+    (tmp_path / "run.json").write_text(json.dumps({**run, "settings": {"precision": "auto", "final_sparsity": 0.9}}))
+    said = []
+    _prepare_work_dir(tmp_path, run, True, said.append)
+    assert said == ["Resuming a run started before the setting(s) small_maps existed; from here on small_maps=product"]
+    for started in ({"precision": "fp32", "final_sparsity": 0.9}, {"precision": "auto", "small_maps": "product"}):
+        (tmp_path / "run.json").write_text(json.dumps({**run, "settings": started}))   # a changed one; a recipe's
+        with pytest.raises(SparsebiasError, match="cannot resume: .*run.json was started with a different"):
+            _prepare_work_dir(tmp_path, run, True, said.append)
+
+
 def test_a_bundle_name_being_written_is_refused_to_a_second_writer(dense_bundle, repo, tmp_path):
     with bundle_lock(tmp_path / "tiny"):   # as a compress of that name holds it
         refused(cli("compress", "--recipe", repo / "recipes/resnet18_dense.yaml", "--data", TINY_DATA,

@@ -29,7 +29,7 @@ from ..data.groups import SENSITIVE_COLUMNS
 from ..data.images import MEAN, STD
 from ..data.loader import FaceImages, normalize
 from ..modifiers import RecipeError
-from ..recipes.recipe import check_recipe_against_data, check_recipe_against_model, load_recipe
+from ..recipes.recipe import RUN_DEFAULTS, check_recipe_against_data, check_recipe_against_model, load_recipe
 from .checkpoint import save_checkpoint, state_dict_from
 from .loop import predict_logits, train
 from .models import build_model, sparsity_report
@@ -210,8 +210,15 @@ def _prepare_work_dir(work_dir: Path, run: dict, resume: bool, echo) -> None:
     if resume:
         if not run_file.exists():
             raise SparsebiasError(f"nothing to resume: no interrupted run in {work_dir}")
-        if json.loads(run_file.read_text()) != json.loads(json.dumps(run)):
+        started, now = json.loads(run_file.read_text()), json.loads(json.dumps(run))
+        # run settings a later sparsebias added: the run continues with their values
+        added = [k for k in now["settings"] if k in RUN_DEFAULTS and k not in started.get("settings", {})]
+        started.get("settings", {}).update({k: now["settings"][k] for k in added})
+        if started != now:
             raise SparsebiasError(f"cannot resume: {run_file} was started with a different recipe, data or settings")
+        if added:
+            echo(f"Resuming a run started before the setting(s) {', '.join(added)} existed; from here on "
+                 + ", ".join(f"{k}={now['settings'][k]}" for k in added))
         return
     if run_file.exists():
         echo(f"Starting over; an interrupted run in {work_dir} is discarded (--resume continues it)")
