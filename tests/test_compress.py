@@ -110,6 +110,15 @@ def test_seed_makes_runs_repeatable(dense_bundle, repo, tmp_path):
     assert not np.array_equal(other.split("test")["logits"], dense_bundle.split("test")["logits"])
 
 
+def test_tiny_maps_take_matrix_products_unless_told_not_to(dense_bundle, repo, tmp_path):
+    """The default run's last stage (1x1 maps on 32 px data) trained as products: with torch's
+    convolutions the same seed gives another model (rounding apart, then training's chaos)."""
+    plain = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, name="plain", extra=["small_maps=torch"])
+    assert plain.manifest["training"]["small_maps"] == "torch"
+    ours, theirs = (b.split("test")["logits"] for b in (dense_bundle, plain))
+    assert not np.array_equal(ours, theirs)
+
+
 def test_precision_is_chosen_and_recorded(dense_bundle, repo, tmp_path):
     import torch
 

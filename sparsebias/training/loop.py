@@ -85,6 +85,7 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
         raise SparsebiasError(f"{ranks.world} processes cannot share batches of {batch_size} images; "
                               "raise batch_size or use fewer processes")
     precision = resolve_precision(settings["precision"], device)
+    products = settings["small_maps"] == "product"
     prepare_device(device)
     loader = train_loader(train_set, batch_size, seed, device, ranks.rank, ranks.world)
     steps_per_epoch = len(loader.sampler)
@@ -116,51 +117,50 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
     wrapped = recipe.manager.modify(model, optimizer, steps_per_epoch=steps_per_epoch, epoch=float(start_epoch))
     net = ranks.replicate(model, device)
 
-    with small_maps_as_products(model, device, enabled=settings["small_maps"] == "product"):
-        for epoch in range(start_epoch, epochs):
-            loader.sampler.set_epoch(epoch)
-            epoch_started = time.perf_counter()
-            net.train()
-            total, seen = torch.zeros((), device=device), 0
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not ranks.main)
-            for step, (images, labels, flip) in enumerate(bar):
-                x, y = augment(images, flip, device), labels.to(device, non_blocking=True)
-                with autocast(device, precision):
-                    loss = loss_fn(net(x).float(), y)
-                wrapped.zero_grad()
-                (scaler.scale(loss) if scaler else loss).backward()
-                wrapped.step(scaler)
-                total += loss.detach() * len(x)
-                seen += len(x)
-                if step % CHECK_EVERY == 0 or step == steps_per_epoch - 1:
-                    _check_finite(total, model, epoch, step)
-                    bar.set_postfix(loss=f"{total.item() / seen:.4f}", sparsity=f"{sparsity_report(model)[0]:.3f}",
-                                    lr=f"{optimizer.param_groups[0]['lr']:.2g}")
-            bar.close()
-            train_seconds = time.perf_counter() - epoch_started
-            total, seen_all = all_reduce_mean([total, torch.tensor(float(seen), device=device)])
-            ranks.share_buffers(model)
+    for epoch in range(start_epoch, epochs):
+        loader.sampler.set_epoch(epoch)
+        epoch_started = time.perf_counter()
+        net.train()
+        total, seen = torch.zeros((), device=device), 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not ranks.main)
+        for step, (images, labels, flip) in enumerate(bar):
+            x, y = augment(images, flip, device), labels.to(device, non_blocking=True)
+            with autocast(device, precision), small_maps_as_products(model, device, enabled=products):
+                loss = loss_fn(net(x).float(), y)   # autograd records the backward pass of the path taken
+            wrapped.zero_grad()
+            (scaler.scale(loss) if scaler else loss).backward()
+            wrapped.step(scaler)
+            total += loss.detach() * len(x)
+            seen += len(x)
+            if step % CHECK_EVERY == 0 or step == steps_per_epoch - 1:
+                _check_finite(total, model, epoch, step)
+                bar.set_postfix(loss=f"{total.item() / seen:.4f}", sparsity=f"{sparsity_report(model)[0]:.3f}",
+                                lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+        bar.close()
+        train_seconds = time.perf_counter() - epoch_started
+        total, seen_all = all_reduce_mean([total, torch.tensor(float(seen), device=device)])
+        ranks.share_buffers(model)
 
-            val = outputs.score(val_set.labels.numpy(), predict_logits(model, val_set, device, ranks))
-            sparsity = sparsity_report(model)[0]
-            record = {"epoch": epoch + 1, "train_loss": float(total / seen_all), "lr": optimizer.param_groups[0]["lr"],
-                      "train_seconds": round(train_seconds, 2),
-                      "train_images_per_s": round(float(seen_all) * ranks.world / train_seconds, 1),
-                      "sparsity": sparsity, "val_accuracy": val["accuracy"], "val_auc": val["auc"]}
-            score = val["auc"] if math.isfinite(val["auc"]) else val["accuracy"]
-            if epoch >= eligible_from and score > best["score"]:
-                best = {"epoch": epoch + 1, "score": score}
-                if ranks.main:
-                    save_checkpoint(best_path, {"model": model.state_dict(), "manager": recipe.manager.state_dict()})
-                record["best"] = True
-            history.append(record)
+        val = outputs.score(val_set.labels.numpy(), predict_logits(model, val_set, device, ranks))
+        sparsity = sparsity_report(model)[0]
+        record = {"epoch": epoch + 1, "train_loss": float(total / seen_all), "lr": optimizer.param_groups[0]["lr"],
+                  "train_seconds": round(train_seconds, 2),
+                  "train_images_per_s": round(float(seen_all) * ranks.world / train_seconds, 1),
+                  "sparsity": sparsity, "val_accuracy": val["accuracy"], "val_auc": val["auc"]}
+        score = val["auc"] if math.isfinite(val["auc"]) else val["accuracy"]
+        if epoch >= eligible_from and score > best["score"]:
+            best = {"epoch": epoch + 1, "score": score}
             if ranks.main:
-                save_checkpoint(last_path, {
-                    "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "manager": recipe.manager.state_dict(), "history": json.dumps(history), "best": json.dumps(best),
-                    "scaler": scaler.state_dict() if scaler else {}, "rng": torch.get_rng_state()})
-            echo(f"epoch {epoch + 1}/{epochs}  loss {record['train_loss']:.4f}  sparsity {sparsity:.4f}  "
-                 f"val acc {val['accuracy']:.4f}  val auc {val['auc']:.4f}" + ("  *" if record.get("best") else ""))
+                save_checkpoint(best_path, {"model": model.state_dict(), "manager": recipe.manager.state_dict()})
+            record["best"] = True
+        history.append(record)
+        if ranks.main:
+            save_checkpoint(last_path, {
+                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "manager": recipe.manager.state_dict(), "history": json.dumps(history), "best": json.dumps(best),
+                "scaler": scaler.state_dict() if scaler else {}, "rng": torch.get_rng_state()})
+        echo(f"epoch {epoch + 1}/{epochs}  loss {record['train_loss']:.4f}  sparsity {sparsity:.4f}  "
+             f"val acc {val['accuracy']:.4f}  val auc {val['auc']:.4f}" + ("  *" if record.get("best") else ""))
 
     recipe.manager.finalize(model)
     model.to(memory_format=torch.contiguous_format)

@@ -10,8 +10,8 @@ autograd derives (two products and a fold), runs at matrix-product speed.
 
 Which path a convolution takes depends on its input's shape alone, so the same seed
 still trains the same model; the two agree to rounding (`tests/test_small_maps.py`).
-Only inside the training loop (its validation passes included): the logits a bundle
-stores, the ONNX export and every engine see plain convolutions.
+Only the training step's forward pass takes it (and so its backward pass): validation,
+the logits a bundle stores, the ONNX export and every engine see plain convolutions.
 """
 
 from __future__ import annotations
