@@ -19,8 +19,8 @@ reports the global images/s.
 
 Writes bench/results/training_speed_<device>.json and prints a Markdown table, with, for a
 GPU, the hours the paper's schedule (160,000 images x 100 epochs) would take at that speed.
-Beside each variant: the step's arithmetic rate (3x the forward pass's counted FLOPs per
-image: a backward pass costs about two forwards) and, measured in the same rounds, the rate
+Beside each variant: the step's arithmetic rate (3x the forward pass's FLOPs per image as
+`bundle.flops` counts them: a backward pass costs about two forwards) and, measured in the same rounds, the rate
 of a large matrix product at that precision, the most this device does with the step's
 arithmetic. Their ratio says how much a faster step could still gain from the arithmetic.
 """
@@ -35,12 +35,13 @@ import socket
 import statistics
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sparsebias.bundle.export import export_onnx
+from sparsebias.bundle.flops import count_flops
 from sparsebias.core.devices import autocast, describe, grad_scaler, prepare_device, resolve_device, resolve_precision
 from sparsebias.core.distributed import Ranks
 from sparsebias.core.files import markdown_table
@@ -96,7 +97,7 @@ class Trainer:
     def time_steps(self, steps: int) -> float:
         """Seconds per step over `steps` steps, after 2 warm-up steps."""
         self.net.train()
-        with small_maps_as_products(self.model, self.device) if self.small_maps == "product" else nullcontext():
+        with small_maps_as_products(self.model, self.device, enabled=self.small_maps == "product"):
             return self._time_steps(steps)
 
     def _time_steps(self, steps: int) -> float:
@@ -124,19 +125,12 @@ class Trainer:
 
 
 def forward_flops(size: int) -> int:
-    """FLOPs of one resnet18 forward pass at this image size: 2 x the multiply-adds of its
-    convolutions and the classifier, counted from their output shapes."""
-    model, macs = build_model("resnet18", 40), []
-
-    def count(module, _inputs, output):
-        kernel = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.in_features
-        macs.append(output.numel() * kernel)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            m.register_forward_hook(count)
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, size, size))
-    return 2 * sum(macs)
+    """FLOPs of one resnet18 forward pass at this image size, as a bundle's manifest counts
+    them (its ONNX graph's multiply-adds, x 2)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(build_model("resnet18", 40).eval(), path, torch.zeros(1, 3, size, size))
+        return 2 * count_flops(path).dense_macs
 
 
 def matmul_seconds(device, precision, steps: int) -> float:
@@ -194,7 +188,7 @@ def main():
 
     device = resolve_device(args.device)
     prepare_device(device)
-    small_maps = ["product", "torch"] if args.small_maps == "both" else [args.small_maps]
+    small_maps = ["torch", "product"] if args.small_maps == "both" else [args.small_maps]
     variants = [(resolve_precision(p, device), int(s), int(b), int(w), m)
                 for w in args.processes.split(",") for s in args.sizes.split(",")
                 for b in args.batches.split(",") for p in args.precisions.split(",") for m in small_maps]
@@ -217,35 +211,42 @@ def main():
             print(f"{v[3]} processes  {v[0]} {v[1]}px batch {v[2]} {v[4]}: "
                   f"{v[2] / statistics.median(times[v]):8.1f} images/s")
 
-    rows = []
+    rows, first = [], variants[0]
     for (precision, size, batch, world, maps), t in times.items():
         per_s = batch / statistics.median(t)
+        # images/s against the first variant's in the same round (single-process rounds interleave)
+        paired = [(batch / b) / (first[2] / a) for a, b in zip(times[first], t)]
+        ratio = {"median": round(statistics.median(paired), 3), "range": [round(min(paired), 3), round(max(paired), 3)]}
         step_gflops = per_s * step_flops[size] / 1e9
         rows.append({"device": describe(device), "precision": precision, "size": size, "batch": batch,
                      "processes": world, "small_maps": maps, "images_per_s": round(per_s, 1),
                      "paper_schedule_hours": round(PAPER_IMAGES / per_s / 3600, 2),
                      "step_gflops_per_s": round(step_gflops, 1),
                      "matmul_gflops_per_s": round(matmul_gflops[precision], 1),
-                     "share_of_matmul": round(step_gflops / matmul_gflops[precision], 3)})
+                     "share_of_matmul": round(step_gflops / matmul_gflops[precision], 3),
+                     "vs_first_variant": ratio if world == 1 == first[3] else None})
     record = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "device": describe(device), "python": platform.python_version(),
                           "torch": torch.__version__, "numpy": np.__version__},
               "settings": {"arch": "resnet18", "outputs": 40, "pruning": "global magnitude 90%, masks enforced",
                            "steps": args.steps, "rounds": args.rounds, "statistic": "median over rounds",
+                           "vs_first_variant": "median over rounds of images/s / the first variant's in that round",
                            "step_flops_per_image": {str(k): v for k, v in step_flops.items()},
-                           "step_flops": "3 x the forward pass's (2 x multiply-adds of convolutions and classifier)",
+                           "step_flops": "3 x the forward pass's (bundle.flops: 2 x the ONNX graph's multiply-adds)",
                            "matmul": f"{MATMUL}x{MATMUL} @ {MATMUL}x{MATMUL} under the variant's autocast, "
                                      "one process, interleaved with the single-process variants"},
               "results": rows}
     out = args.out or RESULTS / f"training_speed_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
+    def versus_first(ratio):
+        return "{median} ({range[0]}-{range[1]})".format(**ratio) if ratio else "-"
     print(markdown_table(["device", "precision", "px", "batch", "processes", "tiny maps", "images/s",
-                          "paper schedule (h)", "step GFLOP/s", "matmul GFLOP/s", "share"],
+                          "paper schedule (h)", "step GFLOP/s", "matmul GFLOP/s", "share", "vs first (range)"],
                          [[r["device"], r["precision"], r["size"], r["batch"], r["processes"], r["small_maps"],
-                           r["images_per_s"],
-                           r["paper_schedule_hours"], r["step_gflops_per_s"], r["matmul_gflops_per_s"],
-                           r["share_of_matmul"]] for r in rows]))
+                           r["images_per_s"], r["paper_schedule_hours"], r["step_gflops_per_s"],
+                           r["matmul_gflops_per_s"], r["share_of_matmul"], versus_first(r["vs_first_variant"])]
+                          for r in rows]))
     print(f"wrote {out}")
 
 
