@@ -2,7 +2,8 @@
 
 gender 0 = male, 1 = female; race 0-4 = White, Black, Asian, Indian, Others. The
 aligned-and-cropped release names files "...jpg.chip.jpg"; both forms are read, from
-ROOT or ROOT/UTKFace. A few files of the public release lack a field (e.g.
+ROOT/UTKFace (the full aligned release), else ROOT/crop_part1 (its first part, as the
+download and Kaggle's copy name it), else ROOT itself. A few files of the public release lack a field (e.g.
 "39_1_20170116174525125.jpg.chip.jpg"); they are skipped and counted, as every user of
 the data set does. A field that is present but out of range is an error. Splits by
 file-name hash: 70% train, 10% val, 20% test.
@@ -21,13 +22,14 @@ from .groups import AGE_GROUPS, GENDERS, GROUP_COLUMNS, UTKFACE_RACES, age_group
 
 NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_[\d\w-]*\.jpg(\.chip\.jpg)?$", re.IGNORECASE)
 UTK_GENDER = {0: GENDERS.index("Male"), 1: GENDERS.index("Female")}
+FOLDERS = ("UTKFace", "crop_part1")   # where the releases unpack, looked for in this order
 
 
 def read_utkface(root, echo=print) -> FaceAttributes:
     root = Path(root)
     if not root.is_dir():
         raise SparsebiasError(f"data folder not found: {root}")
-    folder = root / "UTKFace" if (root / "UTKFace").is_dir() else root
+    folder = next((root / sub for sub in FOLDERS if (root / sub).is_dir()), root)
     ids, labels, skipped = [], [], []
     for path in sorted(folder.iterdir()):
         if not path.name.lower().endswith(".jpg"):

@@ -77,9 +77,9 @@ UTK_NAMES = ["25_0_0_20170116174525125.jpg.chip.jpg", "1_1_2_20161219140623097.j
              "70_1_3_20170110120000000.jpg.chip.jpg", "9_0_4_20170103200000111.jpg", "45_1_1_20170109150557335.jpg"]
 
 
-@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("nested", ["", "UTKFace", "crop_part1"])
 def test_utkface_labels_from_file_names(tmp_path, nested):
-    folder = tmp_path / "UTKFace" if nested else tmp_path
+    folder = tmp_path / nested
     for name in UTK_NAMES + ["39_1_20170116174525125.jpg.chip.jpg"]:  # the last lacks its race field
         jpg(folder / name)
     (folder / "README.txt").write_text("not an image")
@@ -105,6 +105,14 @@ def test_utkface_bad_labels_are_errors(tmp_path, name, message):
     jpg(tmp_path / name)
     with pytest.raises(SparsebiasError, match=message):
         read_utkface(tmp_path)
+
+
+def test_utkface_prefers_the_full_release_to_its_first_part(tmp_path):
+    jpg(tmp_path / "crop_part1" / UTK_NAMES[0])
+    for name in UTK_NAMES:
+        jpg(tmp_path / "UTKFace" / name)
+    table = read_utkface(tmp_path)
+    assert table.image_dir == tmp_path / "UTKFace" and len(table.ids) == len(UTK_NAMES)
 
 
 def test_utkface_empty_folder(tmp_path):
