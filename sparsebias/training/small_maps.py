@@ -60,7 +60,7 @@ def _eligible(module: nn.Module) -> bool:
 @contextlib.contextmanager
 def small_maps_as_products(model: nn.Module, device: torch.device, enabled: bool = True):
     """Within the block, the model's convolutions on maps of at most MAX_POSITIONS outputs
-    run as matrix products (CPU only; CUDA's kernels have no such gap)."""
+    run as matrix products; on a CPU only, where the gap was measured (cuDNN's kernels were not)."""
     convs = [m for m in model.modules() if _eligible(m)] if enabled and device.type == "cpu" else []
     for conv in convs:
         conv._conv_forward = types.MethodType(_conv_forward, conv)
