@@ -129,7 +129,7 @@ def _read_attribute_table(path: Path):
     if not names or any(name.lstrip("-").isdigit() or not name for name in names):
         raise SparsebiasError(f"{path}:{header_line}: expected a header of attribute names")
     if len(set(names)) != len(names):
-        raise SparsebiasError(f"{path}: repeated attribute names in the header")
+        raise SparsebiasError(f"{path}:{header_line}: repeated attribute names in the header")
     if not body:
         raise SparsebiasError(f"{path}: no images listed")
     ids, values = [], np.empty((len(body), len(names)), dtype=np.int8)

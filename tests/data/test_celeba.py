@@ -105,7 +105,7 @@ def test_reads_torchvisions_layout_from_the_folder_above(tmp_path):
 @pytest.mark.parametrize("csv_text, message", [
     ("image_id,Smiling,Male,Young\n000001.jpg,1,-1\n", "list_attr_celeba.csv:2: expected an image id and 3 values"),
     ("000001.jpg,1,-1,1\n000002.jpg,-1,1,1\n", "list_attr_celeba.csv:1: expected a header of attribute names"),
-    ("image_id,Smiling,Smiling\n000001.jpg,1,-1\n", "repeated attribute names"),
+    ("image_id,Smiling,Smiling\n000001.jpg,1,-1\n", "list_attr_celeba.csv:1: repeated attribute names"),
     ("image_id,Smiling\n", "list_attr_celeba.csv: no images listed"),
     ('image_id,Smiling\n"000001.jpg,1\n', "list_attr_celeba.csv:2: expected an image id and 1 values, got 1 fields"),
 ])
