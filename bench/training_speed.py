@@ -49,7 +49,7 @@ from sparsebias.data.loader import augment, train_loader
 from sparsebias.pruning import GlobalMagnitudePruningModifier
 from sparsebias.recipes import RecipeManager
 from sparsebias.training.models import build_model
-from sparsebias.training.small_maps import small_maps_as_products
+from sparsebias.training.small_maps import resolve_small_maps, small_maps_as_products
 
 RESULTS = Path(__file__).parent / "results"
 PAPER_IMAGES = 160_000 * 100      # CelebA's training split x the paper's 100 epochs
@@ -97,13 +97,13 @@ class Trainer:
     def time_steps(self, steps: int) -> float:
         """Seconds per step over `steps` steps, after 2 warm-up steps."""
         self.net.train()
-        with small_maps_as_products(self.model, self.device, enabled=self.small_maps == "product"):
+        with small_maps_as_products(self.model, resolve_small_maps(self.small_maps, self.device) == "product"):
             return self._time_steps(steps)
 
     def _time_steps(self, steps: int) -> float:
         for i in range(steps + 2):
             if i == 2:
-                self._sync()
+                _sync(self.device)
                 started = time.perf_counter()
             images, labels, flip = self._next()
             x, y = augment(images, flip, self.device), labels.to(self.device, non_blocking=True)
@@ -112,16 +112,13 @@ class Trainer:
             self.step_fn.zero_grad()
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             self.step_fn.step(self.scaler)
-        self._sync()
+        _sync(self.device)
         return (time.perf_counter() - started) / steps
 
-    def _sync(self):
-        self._sync_device(self.device)
 
-    @staticmethod
-    def _sync_device(device):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def forward_flops(size: int) -> int:
@@ -139,10 +136,10 @@ def matmul_seconds(device, precision, steps: int) -> float:
     with autocast(device, precision):
         for i in range(steps + 2):
             if i == 2:
-                Trainer._sync_device(device)
+                _sync(device)
                 started = time.perf_counter()
             a @ b
-    Trainer._sync_device(device)
+    _sync(device)
     return (time.perf_counter() - started) / steps
 
 
@@ -214,9 +211,11 @@ def main():
     rows, first = [], variants[0]
     for (precision, size, batch, world, maps), t in times.items():
         per_s = batch / statistics.median(t)
-        # images/s against the first variant's in the same round (single-process rounds interleave)
-        paired = [(batch / b) / (first[2] / a) for a, b in zip(times[first], t)]
-        ratio = {"median": round(statistics.median(paired), 3), "range": [round(min(paired), 3), round(max(paired), 3)]}
+        ratio = None
+        if world == 1 == first[3]:   # against the first variant's images/s in the same round: those rounds interleave
+            paired = [(batch / b) / (first[2] / a) for a, b in zip(times[first], t)]
+            ratio = {"median": round(statistics.median(paired), 3),
+                     "range": [round(min(paired), 3), round(max(paired), 3)]}
         step_gflops = per_s * step_flops[size] / 1e9
         rows.append({"device": describe(device), "precision": precision, "size": size, "batch": batch,
                      "processes": world, "small_maps": maps, "images_per_s": round(per_s, 1),
@@ -224,7 +223,7 @@ def main():
                      "step_gflops_per_s": round(step_gflops, 1),
                      "matmul_gflops_per_s": round(matmul_gflops[precision], 1),
                      "share_of_matmul": round(step_gflops / matmul_gflops[precision], 3),
-                     "vs_first_variant": ratio if world == 1 == first[3] else None})
+                     "vs_first_variant": ratio})
     record = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "device": describe(device), "python": platform.python_version(),
                           "torch": torch.__version__, "numpy": np.__version__},

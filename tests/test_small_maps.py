@@ -5,7 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebias.training.small_maps import MAX_POSITIONS, convolve_as_product, output_size, small_maps_as_products
+from sparsebias.training.small_maps import (
+    MAX_POSITIONS,
+    convolve_as_product,
+    output_size,
+    resolve_small_maps,
+    small_maps_as_products,
+)
 
 SHAPES = [  # in, out, kernel, stride, padding, dilation, map, bias
     (512, 512, 3, 1, 1, 1, 2, False),     # resnet18's last stage at 64 px
@@ -57,11 +63,11 @@ def test_only_tiny_maps_take_the_product_and_only_inside_the_context(monkeypatch
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Conv2d(4, 4, 3, stride=2, padding=1),
                           nn.Conv2d(4, 4, 3, padding="same"), nn.Conv2d(4, 4, 3, padding=1, groups=2))
     x = torch.randn(1, 3, 8, 8)   # maps of 16, 4, 4 and 4 positions
-    with small_maps_as_products(model, torch.device("cpu")):
+    with small_maps_as_products(model):
         inside = model(x)
     assert calls == [model[1]] and MAX_POSITIONS == 4   # 'same' padding and groups keep torch's path
     assert all("_conv_forward" not in m.__dict__ for m in model)
     torch.testing.assert_close(model(x), inside)
     assert calls == [model[1]]
-    with small_maps_as_products(model, torch.device("meta")):   # not a CPU: nothing changes
-        assert all("_conv_forward" not in m.__dict__ for m in model)
+    with small_maps_as_products(model, resolve_small_maps("product", torch.device("meta")) == "product"):
+        assert all("_conv_forward" not in m.__dict__ for m in model)   # not a CPU: nothing changes

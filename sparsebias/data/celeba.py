@@ -66,11 +66,11 @@ def read_celeba(root) -> FaceAttributes:
     root = Path(root)
     if not root.is_dir():
         raise SparsebiasError(f"data folder not found: {root}")
-    if not _label_file(root, "list_attr_celeba", required=False) and (root / "celeba").is_dir():
+    if _label_file(root, "list_attr_celeba") is None and (root / "celeba").is_dir():
         root = root / "celeba"   # torchvision's download: ROOT/celeba/...
-    attr_file = _label_file(root, "list_attr_celeba")
+    attr_file = _needed_label_file(root, "list_attr_celeba")
     ids, names, values = _read_attribute_table(attr_file)
-    partition = _read_id_column(_label_file(root, "list_eval_partition"), ids, {0, 1, 2}, "partition")
+    partition = _read_id_column(_needed_label_file(root, "list_eval_partition"), ids, {0, 1, 2}, "partition")
     backdoor_file = root / "list_backdoor.txt"
     backdoor = _read_id_column(backdoor_file, ids, {0, 1}, "backdoor flag") if backdoor_file.exists() else None
     image_dir = root / "img_align_celeba"
@@ -81,14 +81,16 @@ def read_celeba(root) -> FaceAttributes:
     return FaceAttributes(root, image_dir, ids, names, values, partition, backdoor, source=attr_file.name)
 
 
-def _label_file(root: Path, stem: str, required: bool = True) -> Path | None:
+def _label_file(root: Path, stem: str) -> Path | None:
     """CelebA's text file, or the CSV copy Kaggle's release ships instead."""
-    for path in (root / f"{stem}.txt", root / f"{stem}.csv"):
-        if path.is_file():
-            return path
-    if required:
+    return next((p for p in (root / f"{stem}.txt", root / f"{stem}.csv") if p.is_file()), None)
+
+
+def _needed_label_file(root: Path, stem: str) -> Path:
+    path = _label_file(root, stem)
+    if path is None:
         raise SparsebiasError(f"file not found: {root / stem}.txt (or .csv, as in Kaggle's copy of CelebA)")
-    return None
+    return path
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:

@@ -3,9 +3,9 @@
 gender 0 = male, 1 = female; race 0-4 = White, Black, Asian, Indian, Others. The
 aligned-and-cropped release names files "...jpg.chip.jpg"; both forms are read, from
 ROOT/UTKFace (the full aligned release), else ROOT/crop_part1 (its first part, as the
-download and Kaggle's copy name it), else ROOT itself. A few files of the public release lack a field (e.g.
-"39_1_20170116174525125.jpg.chip.jpg"); they are skipped and counted, as every user of
-the data set does. A field that is present but out of range is an error. Splits by
+download and Kaggle's copy name it), else ROOT itself. A few files of the public release
+lack a field (e.g. "39_1_20170116174525125.jpg.chip.jpg"); they are skipped and counted,
+as every user of the data set does. A field that is present but out of range is an error. Splits by
 file-name hash: 70% train, 10% val, 20% test.
 """
 

@@ -38,7 +38,7 @@ from ..pruning.score_data import ScoreData
 from ..recipes.recipe import Recipe
 from .checkpoint import load_checkpoint, save_checkpoint
 from .models import prunable_weights, sparsity_report
-from .small_maps import small_maps_as_products
+from .small_maps import resolve_small_maps, small_maps_as_products
 
 EVAL_BATCH = 256
 CHECK_EVERY = 20  # steps between progress updates and loss checks (each waits for the device)
@@ -50,6 +50,7 @@ class TrainResult:
     best_epoch: int
     history: list = field(default_factory=list)
     precision: str = "fp32"
+    small_maps: str = "torch"
     best_manager_state: dict = field(default_factory=dict)   # the recipe's state at the best epoch
 
 
@@ -85,7 +86,7 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
         raise SparsebiasError(f"{ranks.world} processes cannot share batches of {batch_size} images; "
                               "raise batch_size or use fewer processes")
     precision = resolve_precision(settings["precision"], device)
-    products = settings["small_maps"] == "product"
+    small_maps = resolve_small_maps(settings["small_maps"], device)
     prepare_device(device)
     loader = train_loader(train_set, batch_size, seed, device, ranks.rank, ranks.world)
     steps_per_epoch = len(loader.sampler)
@@ -125,7 +126,7 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not ranks.main)
         for step, (images, labels, flip) in enumerate(bar):
             x, y = augment(images, flip, device), labels.to(device, non_blocking=True)
-            with autocast(device, precision), small_maps_as_products(model, device, enabled=products):
+            with autocast(device, precision), small_maps_as_products(model, small_maps == "product"):
                 loss = loss_fn(net(x).float(), y)   # autograd records the backward pass of the path taken
             wrapped.zero_grad()
             (scaler.scale(loss) if scaler else loss).backward()
@@ -166,7 +167,8 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
     model.to(memory_format=torch.contiguous_format)
     _check_same_masks(model, ranks, device)
     best_saved = load_checkpoint(best_path) if ranks.main else {}
-    return TrainResult(best_saved.get("model", {}), best["epoch"], history, precision, best_saved.get("manager", {}))
+    return TrainResult(best_saved.get("model", {}), best["epoch"], history, precision, small_maps,
+                       best_saved.get("manager", {}))
 
 
 def _check_same_masks(model: nn.Module, ranks: Ranks, device: torch.device) -> None:

@@ -176,7 +176,7 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
                          # checked before this bundle was written (train refuses ranks that disagree)
                          "masks_identical_on_every_rank": True if ranks.distributed else None,
                          "precision": result.precision, "memory_format": "channels_last",
-                         "small_maps": settings["small_maps"] if device.type == "cpu" else "torch",
+                         "small_maps": result.small_maps,
                          "versions": _versions()},
             **({"quantization_aware_training": {
                 **qat.describe(), "graph": "model.qdq.onnx", "export": qdq_export,

@@ -52,16 +52,22 @@ def _conv_forward(self: nn.Conv2d, x, weight, bias):
     return nn.Conv2d._conv_forward(self, x, weight, bias)
 
 
+def resolve_small_maps(setting: str, device: torch.device) -> str:
+    """The path tiny maps take: the setting on a CPU, where the gap was measured; torch's
+    convolutions elsewhere (cuDNN's kernels were not measured)."""
+    return setting if device.type == "cpu" else "torch"
+
+
 def _eligible(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros" \
         and not isinstance(module.padding, str)
 
 
 @contextlib.contextmanager
-def small_maps_as_products(model: nn.Module, device: torch.device, enabled: bool = True):
+def small_maps_as_products(model: nn.Module, enabled: bool = True):
     """Within the block, the model's convolutions on maps of at most MAX_POSITIONS outputs
-    run as matrix products; on a CPU only, where the gap was measured (cuDNN's kernels were not)."""
-    convs = [m for m in model.modules() if _eligible(m)] if enabled and device.type == "cpu" else []
+    run as matrix products (`resolve_small_maps` says where)."""
+    convs = [m for m in model.modules() if _eligible(m)] if enabled else []
     for conv in convs:
         conv._conv_forward = types.MethodType(_conv_forward, conv)
     try:
