@@ -57,12 +57,12 @@ def main():
     engines = [e for e in ("deepsparse", "onnxruntime") if e in available_engines()]
     dense = load_bundle(args.dense)
     models, reference = [*fp32, *int8], args.dense
-    if args.size and args.size != dense.manifest["input"]["shape"][-1]:
-        work = Path(tempfile.mkdtemp(prefix="int8_ladder_"))
-        models = [resized(b, args.size, work, args.calibration) for b in [*fp32, *int8]]
-        reference = resized(dense, args.size, work, args.calibration)
-    report = sparsebias.bench(models, reference=reference, engines=engines, batch_sizes=[args.batch_size],
-                              warmup_s=2.0, duration_s=args.duration, rounds=args.rounds)
+    with tempfile.TemporaryDirectory(prefix="int8_ladder_") as work:   # resized copies, 200+ MB
+        if args.size and args.size != dense.manifest["input"]["shape"][-1]:
+            models = [resized(b, args.size, Path(work), args.calibration) for b in [*fp32, *int8]]
+            reference = resized(dense, args.size, Path(work), args.calibration)
+        report = sparsebias.bench(models, reference=reference, engines=engines, batch_sizes=[args.batch_size],
+                                  warmup_s=2.0, duration_s=args.duration, rounds=args.rounds)
     frame = report.to_frame().reset_index()
     rows = []
     for bundle in [dense, *fp32, *int8]:

@@ -21,13 +21,15 @@ from sparsebias.training.checkpoint import state_dict_from
 
 
 def main(recipe: str, epochs: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="profile_masks_"))
-    os.environ["SPARSEBIAS_CACHE"] = str(work / "cache")
-    overrides = parse_overrides(["image_size=32", "batch_size=32", f"num_epochs={epochs}"])
-    bundle = compress(recipe, data="synthfaces:train=96,val=48,test=64,size=32", overrides=overrides, name="run",
-                      out_dir=work, echo=lambda *a, **k: None)
+    with tempfile.TemporaryDirectory(prefix="profile_masks_") as tmp:   # a bundle and its cache: about 90 MB
+        work = Path(tmp)
+        os.environ["SPARSEBIAS_CACHE"] = str(work / "cache")
+        overrides = parse_overrides(["image_size=32", "batch_size=32", f"num_epochs={epochs}"])
+        bundle = compress(recipe, data="synthfaces:train=96,val=48,test=64,size=32", overrides=overrides,
+                          name="run", out_dir=work, echo=lambda *a, **k: None)
+        weights = state_dict_from(bundle.file("model.pt"))
     masks = {}
-    for name, weight in state_dict_from(bundle.file("model.pt")).items():
+    for name, weight in weights.items():
         if weight.ndim == 4:
             w = weight.numpy()
             masks[name] = {"mask": hashlib.sha256(np.packbits(w == 0).tobytes()).hexdigest(),
