@@ -2,7 +2,8 @@
 
 Each variant runs the training step `sparsebias compress` runs: batches from the loader
 (`data.loader`: uint8 slices of a memory-mapped split, pinned and prefetched by workers
-for a GPU), flipped and normalised on the device, channels_last, autocast at the
+for a GPU), flipped and normalised on the device, channels_last (`--memory-formats` also
+times NCHW, the layout before issue 14), autocast at the
 precision asked, 40 BCE outputs, SGD with momentum, and a global magnitude pruning
 modifier holding 90% masks (the masks' hooks and re-masking after each step are part of
 the cost), and on a CPU the convolutions on tiny maps as matrix products

@@ -5,8 +5,8 @@ aligned-and-cropped release names files "...jpg.chip.jpg"; both forms are read, 
 ROOT/UTKFace (the full aligned release), else ROOT/crop_part1 (its first part, as the
 download and Kaggle's copy name it), else ROOT itself. A few files of the public release
 lack a field (e.g. "39_1_20170116174525125.jpg.chip.jpg"); they are skipped and counted,
-as every user of the data set does. A field that is present but out of range is an error. Splits by
-file-name hash: 70% train, 10% val, 20% test.
+as every user of the data set does. A field that is present but out of range is an
+error. Splits by file-name hash: 70% train, 10% val, 20% test.
 """
 
 from __future__ import annotations
