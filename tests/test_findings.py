@@ -102,3 +102,27 @@ def test_backdoor_rises_only_slightly(dense, sparse, holds):
     task = [level("dense", 0.0, ba={"backdoor": dense}), level("99", 0.99, ba={"backdoor": sparse})]
     s = study(paper_like_ladder(), **{"Smiling (backdoor)": task})
     assert verdicts(s)["F13"] is holds
+
+
+def test_single_vs_joint_pairs_each_attribute_with_the_joint_run_and_plots_figure_3():
+    from sparsebias.report.study import single_vs_joint, single_vs_joint_figure, single_vs_joint_rows
+
+    def own(a, acc, unc, tcb, ba):
+        return {"per_attribute": {"accuracy": {a: acc}, "uncertainty": {a: unc}, "tcb": {a: tcb}},
+                "ba_attr": {"Male": {a: ba}}}
+
+    joint = [level("dense", 0.0, per_attribute={"accuracy": {"Big_Nose": 0.77}, "uncertainty": {"Big_Nose": 0.59},
+                                                "tcb": {"Big_Nose": 0.66}}, ba_attr={"Male": {"Big_Nose": 0.20}}),
+             level("95", 0.95)]
+    single = [level("dense", 0.0, **own("Big_Nose", 0.88, 0.20, 0.85, 0.02)),
+              level("99", 0.99, **own("Big_Nose", 0.86, 0.25, 0.80, None))]   # no joint 99%: left out
+    rows = single_vs_joint_rows(study(joint, Big_Nose=single), "Male")
+    assert rows == [{"attribute": "Big_Nose", "level": "dense", "accuracy": (0.88, 0.77), "uncertainty": (0.20, 0.59),
+                     "tcb": (0.85, 0.66), "ba": (0.02, 0.20)}]
+    assert "| Big_Nose | Dense | 0.880 | 0.770 | 0.200 | 0.590 | 0.850 | 0.660 | 0.020 | 0.200 |" in single_vs_joint(
+        rows, "Male")
+    assert single_vs_joint_rows(study(joint), "Male") == []                           # no single-attribute task
+    fig = single_vs_joint_figure(rows, "Male")
+    ba_axis = fig.axes[3]                                                   # rows: accuracy, uncertainty, TCB, BA
+    assert [list(line.get_ydata()) for line in ba_axis.lines[:2]] == [[0.02], [0.20]]
+    assert ba_axis.get_title() == "Big_Nose: Bias amplification (Male)"

@@ -46,25 +46,61 @@ def table_j1(study: dict, task: str = "joint") -> str:
     return markdown_table(["Sparsity / Metric", *(level_label(lv["level"]) for lv in levels)], rows)
 
 
-def single_vs_joint(study: dict, identity: str) -> str | None:
-    singles = [t for t in study["tasks"] if t != "joint"]
-    if not singles or "joint" not in study["tasks"]:
-        return None
+SINGLE_VS_JOINT = [("accuracy", "Accuracy"), ("uncertainty", "Uncertainty"), ("tcb", "Threshold calibration bias")]
+
+
+def single_vs_joint_rows(study: dict, identity: str) -> list[dict]:
+    """Each single-attribute run's own numbers beside the joint run's for that attribute, per
+    sparsity level both have (the paper's Figure 3); empty without both kinds of task."""
+    if "joint" not in study["tasks"]:
+        return []
     joint = {lv["level"]: lv for lv in study["levels"]["joint"]}
     rows = []
-    for attribute in singles:
+    for attribute in (t for t in study["tasks"] if t != "joint"):
         for lv in study["levels"][attribute]:
             j = joint.get(lv["level"])
             if j is None:
                 continue
-            cells = []
-            for metric in ("accuracy", "uncertainty", "tcb"):
-                cells += [_f(lv["per_attribute"][metric].get(attribute)), _f(j["per_attribute"][metric].get(attribute))]
-            cells += [_f(lv["ba_per_attribute"][identity].get(attribute)),
-                      _f(j["ba_per_attribute"][identity].get(attribute))]
-            rows.append([attribute, level_label(lv["level"]), *cells])
+            row = {"attribute": attribute, "level": lv["level"]}
+            for metric, _ in SINGLE_VS_JOINT:
+                row[metric] = (lv["per_attribute"][metric].get(attribute), j["per_attribute"][metric].get(attribute))
+            row["ba"] = (lv["ba_per_attribute"][identity].get(attribute), j["ba_per_attribute"][identity].get(attribute))
+            rows.append(row)
+    return rows
+
+
+def single_vs_joint(rows: list[dict], identity: str) -> str:
+    cells = [[r["attribute"], level_label(r["level"]),
+              *(_f(v) for key in (*(m for m, _ in SINGLE_VS_JOINT), "ba") for v in r[key])] for r in rows]
     return markdown_table(["attribute", "sparsity", "acc single", "acc joint", "unc. single", "unc. joint",
-                           "TCB single", "TCB joint", f"BA({identity}) single", f"BA({identity}) joint"], rows)
+                           "TCB single", "TCB joint", f"BA({identity}) single", f"BA({identity}) joint"], cells)
+
+
+def single_vs_joint_figure(rows: list[dict], identity: str):
+    """The paper's Figure 3: one column per single-attribute task, one row per metric, single
+    and joint training as two lines over sparsity."""
+    import matplotlib.pyplot as plt
+
+    attributes = list(dict.fromkeys(r["attribute"] for r in rows))
+    metrics = [*SINGLE_VS_JOINT, ("ba", f"Bias amplification ({identity})")]
+    fig, axes = plt.subplots(len(metrics), len(attributes), figsize=(4.2 * len(attributes), 2.6 * len(metrics)),
+                             squeeze=False)
+    for col, attribute in enumerate(attributes):
+        mine = [r for r in rows if r["attribute"] == attribute]
+        x = np.arange(len(mine))
+        for row, (key, title) in enumerate(metrics):
+            ax = axes[row][col]
+            for side, label in enumerate(("single", "joint")):
+                ax.plot(x, [np.nan if r[key][side] is None else r[key][side] for r in mine], marker="o", label=label)
+            ax.set_xticks(x, [level_label(r["level"]) for r in mine])
+            ax.set_title(f"{attribute}: {title}", fontsize=9)
+            if key == "ba":
+                ax.axhline(0, color="gray", lw=0.8)
+                ax.set_xlabel("sparsity (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Single-attribute vs joint training")
+    fig.tight_layout()
+    return fig
 
 
 def _f(x, digits=3):
@@ -94,9 +130,10 @@ def study_markdown(study: dict) -> str:
         title = "joint training" if task == "joint" else f"single-attribute training: {task}"
         lines += [f"## Table 1 layout, {title}", "", table1(study, task), "",
                   f"## Table J.1 layout, {title}", "", table_j1(study, task), ""]
-    svj = single_vs_joint(study, identity)
+    svj = single_vs_joint_rows(study, identity)
     if svj:
-        lines += ["## Single-attribute vs joint training (each attribute's own numbers)", "", svj, ""]
+        lines += ["## Single-attribute vs joint training (each attribute's own numbers)", "",
+                  single_vs_joint(svj, identity), "", "Figure: `single_vs_joint.png` (Figure 3).", ""]
     for task, cies in study["cie"].items():
         if cies:
             lines += [f"## Compression-identified exemplars ({task})", "",
@@ -184,6 +221,9 @@ def figures(study: dict) -> dict:
           + [(k, [lv["ba_overrides"][i][k] for lv in levels]) for k in levels[0]["ba_overrides"][i]],
           f"Effect of overrides on BA ({i}), ranked by dense uncertainty")
     figs["overrides"] = fig
+    rows = single_vs_joint_rows(study, i)
+    if rows:
+        figs["single_vs_joint"] = single_vs_joint_figure(rows, i)
     return figs
 
 
