@@ -9,7 +9,7 @@ from conftest import TINY_DATA, TINY_SETTINGS, tiny_compress
 
 from sparsebias.bundle import load_bundle
 from sparsebias.cli import main
-from sparsebias.core import SparsebiasError
+from sparsebias.core import SparsebiasError, devices
 from sparsebias.core.devices import resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
@@ -39,6 +39,17 @@ def test_precisions_resolve_per_device():
         resolve_precision("fp8", CPU)
 
 
+def test_a_cpu_without_the_instructions_warns_of_emulated_half_precision(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_computes", lambda precision: precision == "fp32")
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert devices.emulation_warning("bf16", CPU).startswith("this CPU has no bf16 instructions (")
+    assert devices.emulation_warning("fp16", CPU).startswith("this CPU has no fp16 instructions (")
+    assert devices.emulation_warning("fp32", CPU) is None
+    assert devices.emulation_warning("bf16", torch.device("cuda", 0)) is None   # GPUs are checked at resolve time
+    monkeypatch.setattr(devices, "cpu_computes", lambda precision: True)
+    assert resolve_precision("auto", CPU) == "bf16" and devices.emulation_warning("bf16", CPU) is None
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_asking_for_a_gpu_that_is_not_there_is_one_line(tmp_path, repo):
     result = CliRunner().invoke(main, ["compress", "--recipe", str(repo / "recipes/resnet18_dense.yaml"),
@@ -62,6 +73,7 @@ def test_bf16_training_on_the_cpu_keeps_masks_exact(repo, tmp_path):
                                        TINY_DATA, "--out", str(out), "--device", "cpu", "--precision", "bf16",
                                        *[x for s in settings for x in ("--set", s)]])
     assert result.exit_code == 0, result.output
+    assert ("warning: this CPU has no bf16 instructions" in result.output) != devices.cpu_computes("bf16")
     bundle = load_bundle(out / "resnet18_90")
     training = bundle.manifest["training"]
     assert training["precision"] == "bf16" and training["device"].startswith("cpu")

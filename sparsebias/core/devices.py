@@ -63,8 +63,27 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             raise SparsebiasError(f"{torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32")
         return precision
     if precision == "auto":
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        return "bf16" if cpu_computes("bf16") else "fp32"
     return precision
+
+
+def cpu_computes(precision: str) -> bool:
+    """Whether this CPU has instructions for bf16 (AVX-512 BF16, AMX) or fp16 (AVX-512 FP16, AMX-FP16)."""
+    if precision == "bf16":
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if precision == "fp16":
+        return torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    return True
+
+
+def emulation_warning(precision: str, device: torch.device) -> str | None:
+    """Why a CPU without the instructions for `precision` will train far slower than in fp32:
+    oneDNN emulates it (bf16 at 2.5 against 55-91 images/s in fp32 on an AVX2-only EPYC,
+    bench/results/training.md). None where there is nothing to say."""
+    if device.type != "cpu" or cpu_computes(precision):
+        return None
+    return (f"this CPU has no {precision} instructions ({torch.backends.cpu.get_cpu_capability()}): {precision} "
+            "autocast is emulated here and many times slower than fp32 (--precision auto picks fp32 on it)")
 
 
 def autocast(device: torch.device, precision: str):

@@ -22,6 +22,7 @@ from ..core.errors import SparsebiasError
 from ..core.outputs import Outputs
 from ..data import open_data
 from ..data.images import split_images, standardize
+from ..engines.ort import EXACT_INT8
 from .calibrate import BATCH, calibrated_params
 from .graph import fake_quant_graph, qdq_graph, quantize_graph, read_qdq
 
@@ -170,6 +171,7 @@ def _session(model, optimize: bool = True):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.add_session_config_entry(*EXACT_INT8)
     if not optimize:   # onnxruntime would fuse QuantizeLinear-DequantizeLinear pairs into int8 kernels
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

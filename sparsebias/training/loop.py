@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..core.devices import autocast, grad_scaler, prepare_device, resolve_precision
+from ..core.devices import autocast, emulation_warning, grad_scaler, prepare_device, resolve_precision
 from ..core.distributed import Ranks, all_reduce_mean, disagreeing_ranks, gather_rows
 from ..core.errors import SparsebiasError
 from ..core.outputs import Outputs
@@ -86,6 +86,8 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
         raise SparsebiasError(f"{ranks.world} processes cannot share batches of {batch_size} images; "
                               "raise batch_size or use fewer processes")
     precision = resolve_precision(settings["precision"], device)
+    if ranks.main and (slow := emulation_warning(precision, device)):
+        echo(f"warning: {slow}")
     small_maps = resolve_small_maps(settings["small_maps"], device)
     prepare_device(device)
     loader = train_loader(train_set, batch_size, seed, device, ranks.rank, ranks.world)
