@@ -6,6 +6,7 @@ import pytest
 from conftest import DEEPSPARSE, needs_deepsparse
 
 from sparsebias.core import SparsebiasError
+from sparsebias.core.ort_session import ort_session
 from sparsebias.engines import ENGINES, EngineUnavailable, available_engines, load_engine, open_model, parse_engines
 
 CPU_ENGINES = [pytest.param("deepsparse", marks=needs_deepsparse), "onnxruntime", "torch"]
@@ -76,6 +77,21 @@ def test_predict_pads_the_last_batch(dense_bundle):
     whole = load_engine("onnxruntime", model, 11).predict(inputs)
     for engine in (*DEEPSPARSE, "onnxruntime"):
         np.testing.assert_allclose(load_engine(engine, model, 4, 1).predict(inputs), whole, atol=1e-4)
+
+
+def test_onnxruntime_sessions_are_opened_one_way(dense_bundle):
+    """The engine, export's check and quantize all open sessions through ort_session: exact INT8
+    (no int16 saturation without VNNI), the engine's thread count, and a path or a proto alike."""
+    inputs, _ = check_batch(dense_bundle)
+    engine = load_engine("onnxruntime", open_model(dense_bundle.path), len(inputs), num_cores=1)
+    options = engine._session.get_session_options()
+    assert options.get_session_config_entry("session.x64quantprecision") == "1"
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    as_written = ort_session(onnx.load(str(dense_bundle.file("model.onnx"))), optimize=False)
+    level = as_written.get_session_options().graph_optimization_level
+    assert level == type(level).ORT_DISABLE_ALL
+    got = as_written.run(None, {as_written.get_inputs()[0].name: inputs})[0]
+    np.testing.assert_allclose(got, engine.predict(inputs), atol=1e-4)
 
 
 def test_bare_onnx_file_runs_but_not_on_torch(dense_bundle):

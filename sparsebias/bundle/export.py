@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.ort_session import ort_session
+
 OPSET = 13
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 TOLERANCE = 1e-3  # max abs logit difference torch vs onnxruntime that we accept
@@ -74,10 +76,7 @@ def _export_and_run(model: nn.Module, path: Path, batch: torch.Tensor, optimize:
     onnx.checker.check_model(str(path))
     with torch.no_grad():
         expected = model(batch).numpy()
-    options = ort.SessionOptions()
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, optimize=optimize)
     got = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
     return got, expected, {"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME, "check_batch": int(len(batch)),
                            "checked_with": f"onnxruntime {ort.__version__}" + ("" if optimize else ", unoptimized")}

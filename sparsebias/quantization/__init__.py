@@ -19,10 +19,10 @@ from .._version import __version__
 from ..bundle import Bundle, BundleWriter, as_bundle, bundle_lock, ensure_replaceable, sha256
 from ..bundle.flops import count_flops
 from ..core.errors import SparsebiasError
+from ..core.ort_session import ort_session
 from ..core.outputs import Outputs
 from ..data import open_data
 from ..data.images import split_images, standardize
-from ..engines.ort import EXACT_INT8
 from .calibrate import BATCH, calibrated_params
 from .graph import fake_quant_graph, qdq_graph, quantize_graph, read_qdq
 
@@ -106,7 +106,7 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
                   "calibration": {"split": "train", "samples": int(len(rows)), "seed": seed, "ranges": "min-max"}}
     int8 = engine.graph(fp32, params)
     onnx.checker.check_model(int8)
-    session = _session(int8)
+    session = ort_session(int8)
     splits = {split: parent.split(split) for split in ("train", "val", "test")}
     images = {split: split_images(table, split, size) for split in ("val", "test")}
     logits = {split: _run(session, images[split], spec) for split in images}
@@ -116,7 +116,7 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
         check_inputs, check_fp32 = check["inputs"], check["logits"]
     check_int8 = session.run(None, {session.get_inputs()[0].name: check_inputs})[0]
     # what the INT8 graph should compute: the FP32 graph with its quantization simulated in float
-    simulated = _run(_session(engine.simulation(fp32, int8), optimize=False), images["val"], spec)
+    simulated = _run(ort_session(engine.simulation(fp32, int8), optimize=False), images["val"], spec)
     with bundle_lock(destination), BundleWriter(destination) as writer:
         onnx.save(int8, str(writer.file("model.onnx")))
         np.savez_compressed(writer.file("check.npz"), inputs=check_inputs, logits=check_int8)
@@ -164,17 +164,6 @@ def _check_same_data(parent: Bundle, table) -> None:
         if not np.array_equal(table.ids[table.split(split)], parent.split(split)["ids"]):
             raise SparsebiasError(f"the {split} images of the data set at {table.root} are not those of "
                                   f"{parent.path}: give --data the data set the bundle was trained on")
-
-
-def _session(model, optimize: bool = True):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry(*EXACT_INT8)
-    if not optimize:   # onnxruntime would fuse QuantizeLinear-DequantizeLinear pairs into int8 kernels
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _run(session, images: np.ndarray, spec: dict) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..core.errors import SparsebiasError
 from ..core.int8 import QParams
+from ..core.ort_session import ort_session
 from ..data.images import standardize
 
 BATCH = 64
@@ -18,7 +19,6 @@ def calibrated_params(model, images: np.ndarray, spec: dict, symmetric: bool = F
     every float tensor a node produces, from min-max ranges over `images` (uint8 NCHW,
     standardized with the bundle input `spec`'s mean and std). `model` is an onnx.ModelProto."""
     import onnx
-    import onnxruntime as ort
 
     exposed = onnx.ModelProto.FromString(model.SerializeToString())
     known = {o.name for o in exposed.graph.output}
@@ -27,10 +27,7 @@ def calibrated_params(model, images: np.ndarray, spec: dict, symmetric: bool = F
             if name not in known:
                 exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
                 known.add(name)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # keep every tensor
-    options.log_severity_level = 3
-    session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort_session(exposed, optimize=False)   # keeps every tensor
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     ranges: dict[str, list[float]] = {}
