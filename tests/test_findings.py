@@ -126,3 +126,20 @@ def test_single_vs_joint_pairs_each_attribute_with_the_joint_run_and_plots_figur
     ba_axis = fig.axes[3]                                                   # rows: accuracy, uncertainty, TCB, BA
     assert [list(line.get_ydata()) for line in ba_axis.lines[:2]] == [[0.02], [0.20]]
     assert ba_axis.get_title() == "Big_Nose: Bias amplification (Male)"
+
+
+def test_backdoored_tasks_are_plotted_as_figure_4_and_kept_out_of_single_vs_joint():
+    from sparsebias.report.study import backdoor_figure, single_vs_joint_rows
+
+    joint = [level("dense", 0.0), level("95", 0.95)]
+    smiling = [level("dense", 0.0, ba={"backdoor": 0.30, "Male": 0.01}), level("99", 0.99, ba={"backdoor": 0.33})]
+    blond = [level("dense", 0.0, ba={"backdoor": 0.20}), level("95", 0.95, ba={"backdoor": None}, cal={"backdoor": 0.0}),
+             level("99", 0.99, ba={"backdoor": 0.22})]
+    s = study(joint, **{"Smiling (backdoor)": smiling, "Blond_Hair (backdoor)": blond})
+    assert single_vs_joint_rows(s, "Male") == []                     # a backdoored task has nothing clean to compare
+    fig = backdoor_figure(s)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["Dense", "95", "99"]
+    series = {c.get_label(): (list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata()))
+              for c in fig.axes[0].containers}
+    assert series == {"Smiling": ([0, 2], [0.30, 0.33]), "Blond_Hair": ([0, 2], [0.20, 0.22])}   # 95%: undefined
+    assert backdoor_figure(study(joint)) is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import markdown_table, save_figure, write_atomic, write_json, written_together
-from ..study.runs import level_label
+from ..study.runs import BACKDOORED, backdoored, level_label
 
 SYSTEMATIC = [("tcb", "Threshold calibration bias"), ("ece", "Expected calibration error"),
               ("interdependence", "Interdependence (R^2)"), ("uncertainty", "Uncertainty")]
@@ -56,7 +56,7 @@ def single_vs_joint_rows(study: dict, identity: str) -> list[dict]:
         return []
     joint = {lv["level"]: lv for lv in study["levels"]["joint"]}
     rows = []
-    for attribute in (t for t in study["tasks"] if t != "joint"):
+    for attribute in (t for t in study["tasks"] if t != "joint" and not backdoored(t)):
         for lv in study["levels"][attribute]:
             j = joint.get(lv["level"])
             if j is None:
@@ -103,6 +103,31 @@ def single_vs_joint_figure(rows: list[dict], identity: str):
     return fig
 
 
+def backdoor_figure(study: dict):
+    """The paper's Figure 4: BA with the backdoor flag as the identity, one line per backdoored
+    task over sparsity (mean and standard deviation over seeds); None without such tasks."""
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in study["tasks"] if backdoored(t)]
+    if not tasks:
+        return None
+    levels = {lv["level"]: lv["sparsity"] for t in tasks for lv in study["levels"][t]}
+    order = sorted(levels, key=levels.get)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for task in tasks:
+        mine = [lv for lv in study["levels"][task] if lv["ba"].get("backdoor", {}).get("mean") is not None]
+        ax.errorbar([order.index(lv["level"]) for lv in mine], [lv["ba"]["backdoor"]["mean"] for lv in mine],
+                    yerr=[lv["ba"]["backdoor"]["std"] or 0 for lv in mine], marker="o", capsize=3,
+                    label=task.removesuffix(BACKDOORED))
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xticks(range(len(order)), [level_label(v) for v in order])
+    ax.set_xlabel("sparsity (%)")
+    ax.set_ylabel("BA (backdoor flag as identity)")
+    ax.set_title("Bias amplification of a backdoor, single-attribute training", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def _f(x, digits=3):
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -127,13 +152,18 @@ def study_markdown(study: dict) -> str:
              f"{sum(f['reproduces'] is True for f in found)} of {len(found)} findings reproduce; "
              f"{sum(f['reproduces'] is None for f in found)} not tested in this sweep.", ""]
     for task in study["tasks"]:
-        title = "joint training" if task == "joint" else f"single-attribute training: {task}"
+        base = task.removesuffix(BACKDOORED)
+        title = ("joint training" if base == "joint" else f"single-attribute training: {base}") + (
+            ", backdoored data" if backdoored(task) else "")
         lines += [f"## Table 1 layout, {title}", "", table1(study, task), "",
                   f"## Table J.1 layout, {title}", "", table_j1(study, task), ""]
     svj = single_vs_joint_rows(study, identity)
     if svj:
         lines += ["## Single-attribute vs joint training (each attribute's own numbers)", "",
                   single_vs_joint(svj, identity), "", "Figure: `single_vs_joint.png` (Figure 3).", ""]
+    if any(backdoored(t) for t in study["tasks"]):
+        lines += ["Backdoored tasks: BA with the backdoor flag as the identity in their Table J.1 above; "
+                  "figure: `backdoor.png` (Figure 4).", ""]
     for task, cies in study["cie"].items():
         if cies:
             lines += [f"## Compression-identified exemplars ({task})", "",
@@ -224,6 +254,9 @@ def figures(study: dict) -> dict:
     rows = single_vs_joint_rows(study, i)
     if rows:
         figs["single_vs_joint"] = single_vs_joint_figure(rows, i)
+    backdoor = backdoor_figure(study)
+    if backdoor is not None:
+        figs["backdoor"] = backdoor
     return figs
 
 

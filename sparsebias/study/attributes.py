@@ -24,7 +24,7 @@ from ..metrics.classification import decisions
 from ..metrics.exemplars import compression_identified_exemplars
 from ..mitigate.overrides import build_override_table
 from .findings import findings
-from .runs import DENSE_SPARSITY, INT8, Run
+from .runs import DENSE_SPARSITY, INT8, Run, backdoored
 
 OVERRIDE_BUDGETS = (0.05, 0.10)
 
@@ -40,7 +40,7 @@ def run_attribute_study(out, runs: list[Run], identities=None, speed: bool = Tru
             echo(f"skipped {r.name}: no dense run of task {r.task} with seed {r.job.seed}")
             continue
         ids = list(identities or r.bundle.manifest.identities)
-        if r.task.endswith("(backdoor)") and "backdoor" not in ids:  # Section 3.4: the flag is an identity
+        if backdoored(r.task) and "backdoor" not in ids:  # Section 3.4: the flag is an identity
             ids.append("backdoor")
         inputs = inputs_from_bundles(r.bundle, ref.bundle, identities=ids)   # verified once, by collect_runs
         report = audit(inputs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runs import level_label
+from .runs import backdoored, level_label
 
 # The paper's numbers for each finding (CVPR 2023: Table J.1, Sections 3-4, Appendix E).
 PAPER = {
@@ -181,7 +181,7 @@ def _single_vs_joint(study: dict, ri: list[dict]) -> dict | None:
 
 
 def _backdoor(study: dict) -> dict | None:
-    tasks = [t for t in study["tasks"] if t.endswith("(backdoor)")]
+    tasks = [t for t in study["tasks"] if backdoored(t)]
     if not tasks:
         return None
     rows = []

@@ -47,10 +47,18 @@ def level_label(level: str) -> str:
     return LEVEL_LABELS.get(level, level.replace("_", "."))
 
 
+BACKDOORED = " (backdoor)"
+
+
 def task_of(job: Job, bundle) -> str:
     """'joint', the single attribute trained, and ' (backdoor)' after either on backdoored data."""
     task = job.attributes[0] if job.attributes else "joint"
-    return task + (" (backdoor)" if "backdoor" in bundle.split("test") else "")
+    return task + (BACKDOORED if "backdoor" in bundle.split("test") else "")
+
+
+def backdoored(task: str) -> bool:
+    """A task trained on backdoored data: audited against the backdoor flag, compared with nothing clean."""
+    return task.endswith(BACKDOORED)
 
 
 def collect_runs(out) -> list[Run]:
