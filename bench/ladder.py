@@ -35,6 +35,7 @@ from sparsebias.bundle.export import export_onnx
 from sparsebias.bundle.flops import count_flops
 from sparsebias.core import write_atomic, write_json
 from sparsebias.core.files import markdown_table, save_figure
+from sparsebias.data.images import MEAN, STD
 from sparsebias.engines import available_engines, open_model, physical_cores
 from sparsebias.engines.benchmark import Settings, machine, profile_deepsparse, run_bench
 from sparsebias.training.checkpoint import save_checkpoint
@@ -100,9 +101,15 @@ def synthetic_bundle(arch: str, size: int, rung: str, folder: Path) -> Path:
         export = export_onnx(model, bundle.file("model.onnx"), check)
         save_checkpoint(bundle.file("model.pt"), {"state_dict": model.state_dict()})
         np.savez_compressed(bundle.file("check.npz"), inputs=check.numpy(), logits=model(check).detach().numpy())
-        bundle.commit({"name": path.name, "architecture": arch, "attributes": [f"a{i}" for i in range(ATTRIBUTES)],
-                       "input": {"shape": [None, 3, size, size]}, "export": export,
+        names = [f"a{i}" for i in range(ATTRIBUTES)]
+        bundle.commit({"name": path.name, "architecture": arch, "attributes": names, "label_names": names,
+                       "identities": [], "export": export, "metrics": {},
+                       "input": {"name": export["input"], "shape": [None, 3, size, size], "layout": "NCHW",
+                                 "dtype": "float32", "mean": list(MEAN), "std": list(STD)},
+                       "output": {"name": export["output"], "activation": "sigmoid", "threshold": 0.5},
                        "synthetic": "random init, layer-wise magnitude pruning, BatchNorm re-estimated",
+                       "data": {"spec": "none (never trained)"}, "recipe": {"source": "none (synthetic)"},
+                       "training": {"seed": 0, "epochs": 0, "best_epoch": 0, "seconds": 0},
                        "sparsity": {"overall": overall, "per_layer": per_layer},
                        "flops": count_flops(bundle.file("model.onnx")).to_dict(per_layer=False)})
     return path
@@ -127,11 +134,11 @@ def deepsparse_benchmark(onnx_path: Path, batch: int, cores: int, seconds: int) 
     return float(re.search(r"Throughput \(items/sec\):\s*([\d.]+)", out.stdout + out.stderr).group(1))
 
 
-def run_group(arch, size, engines, cores, warmup, duration, folder, echo) -> dict:
+def run_group(arch, size, batch, engines, cores, warmup, duration, folder, echo) -> dict:
     models = {rung: rung_model(arch, size, rung, folder) for rung in RUNGS}
-    echo(f"{arch} at {size}px, batch {BATCH[size]}: " +
+    echo(f"{arch} at {size}px, batch {batch}: " +
          ", ".join(f"{r} ({kind})" for r, (_, kind) in models.items()))
-    settings = Settings(engines=engines, batch_sizes=[BATCH[size]], cores=cores, warmup_s=warmup, duration_s=duration)
+    settings = Settings(engines=engines, batch_sizes=[batch], cores=cores, warmup_s=warmup, duration_s=duration)
     started = time.time()
     report = run_bench([models[r][0] for r in RUNGS[1:]], settings, reference=models["dense"][0],
                        progress=lambda i, n, what: echo(f"  [{i}/{n}] {what}") if i < n else None)
@@ -174,10 +181,10 @@ def targets(groups: dict) -> list[dict]:
         if ("95", "deepsparse") not in ips:
             continue
         ratio = ips[("95", "deepsparse")] / ips[("dense", "onnxruntime")]
-        out.append({"target": f"resnet18 {size}px batch {BATCH[int(size)]}: DeepSparse at 95% >= 4.5x dense onnxruntime",
+        out.append({"target": f"resnet18 {size}px batch {g['settings']['batch_sizes'][0]}: DeepSparse at 95% >= 4.5x dense onnxruntime",
                     "measured": ratio, "limit": 4.5, "met": ratio >= 4.5})
         speedup = ips[("90", "deepsparse")] / ips[("dense", "deepsparse")]
-        out.append({"target": f"resnet18 {size}px batch {BATCH[int(size)]}: DeepSparse 90% over its dense >= 60% of "
+        out.append({"target": f"resnet18 {size}px batch {g['settings']['batch_sizes'][0]}: DeepSparse 90% over its dense >= 60% of "
                               f"the FLOP reduction ({flops['90']:.2f}x)",
                     "measured": speedup / flops["90"], "limit": 0.6, "met": speedup / flops["90"] >= 0.6,
                     "speedup": speedup})
@@ -193,15 +200,17 @@ def main():
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--models", type=Path, default=ROOT / "bench/.models", help="cache of synthetic bundles")
+    parser.add_argument("--batch", type=int, help="one batch for every size (default: 16 at 224 px, 64 at 64 px; "
+                                                  "a GPU wants hundreds)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/ladder")
     args = parser.parse_args()
     engines = args.engines.split(",") if args.engines else available_engines()
     echo = lambda text: print(text, flush=True)  # noqa: E731
 
-    groups = {f"{arch}@{size}": run_group(arch, size, engines, args.cores, args.warmup, args.duration, args.models,
-                                          echo)
+    groups = {f"{arch}@{size}": run_group(arch, size, args.batch or BATCH[size], engines, args.cores, args.warmup,
+                                          args.duration, args.models, echo)
               for arch in args.arch for size in args.size}
-    record = {"machine": machine(), "cores": args.cores, "engines": engines, "batch": BATCH,
+    record = {"machine": machine(), "cores": args.cores, "engines": engines,
               "warmup_s": args.warmup, "duration_s": args.duration, "groups": groups, "targets": targets(groups)}
     if "deepsparse" in engines:
         record["deepsparse_benchmark_check"] = cross_check(groups, args.cores, echo)
@@ -254,7 +263,7 @@ def markdown(record) -> str:
     m = record["machine"]
     lines = ["# Sparsity ladder: throughput by engine", "",
              f"Measured {m['measured']} on {m['cpu']} ({m['physical_cores']} physical cores), {record['cores']} "
-             f"core(s) used; batch 16 at 224 px, 64 at 64 px; {record['warmup_s']} s warm-up and "
+             f"core(s) used; {record['warmup_s']} s warm-up and "
              f"{record['duration_s']} s per measurement; random inputs. Versions: "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
              "Rungs marked `synthetic` are random-init models pruned layer-wise by magnitude (first conv and "
@@ -262,7 +271,7 @@ def markdown(record) -> str:
              "as in the paper's Table 1. All figures of one table come from one run; compare them as ratios.", ""]
     for key, g in record["groups"].items():
         arch, size = key.split("@")
-        lines += [f"## {arch}, {size}x{size}, batch {BATCH[int(size)]}", "", table1(g), ""]
+        lines += [f"## {arch}, {size}x{size}, batch {g['settings']['batch_sizes'][0]}", "", table1(g), ""]
         bad = [a for a in g["agreement"] if not a["agrees"]]
         worst = max(a["max_abs_diff"] for a in g["agreement"])
         lines += [f"Engine agreement: largest |logit difference| against onnxruntime {worst:.1e}"
