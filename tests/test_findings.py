@@ -143,3 +143,26 @@ def test_backdoored_tasks_are_plotted_as_figure_4_and_kept_out_of_single_vs_join
               for c in fig.axes[0].containers}
     assert series == {"Smiling": ([0, 2], [0.30, 0.33]), "Blond_Hair": ([0, 2], [0.20, 0.22])}   # 95%: undefined
     assert backdoor_figure(study(joint)) is None
+
+
+def test_a_gmp_pt_ladder_beside_gmp_ri_gets_its_own_figures():
+    from sparsebias.report.study import figures
+
+    per_attribute = {k: {"Big_Nose": 0.1} for k in ("tcb", "ece", "interdependence", "uncertainty")}
+    ri = [{**lv, "per_attribute": per_attribute} for lv in paper_like_ladder()]
+    pt = [{**lv, "level": "pt_" + lv["level"], "ba": {**lv["ba"], "Male": ms(lv["ba"]["Male"]["mean"] + 0.1)}}
+          for lv in ri[1:]]
+    cie = [{"level": "99", "dense_uncertain_among_cies": 0.8, "dense_uncertain_overall": 0.14},
+           {"level": "pt_99", "dense_uncertain_among_cies": 0.5, "dense_uncertain_overall": 0.14}]
+    figs = figures(study(ri + pt, cie))
+    assert {"systematic", "ba", "calibration", "cie_uncertainty", "overrides"} < set(figs)
+    assert {"pt_systematic", "pt_ba", "pt_calibration", "pt_cie_uncertainty", "pt_overrides"} < set(figs)
+    ticks = lambda fig: [t.get_text() for t in fig.axes[0].get_xticklabels()]  # noqa: E731
+    assert ticks(figs["ba"]) == ["Dense", "80", "95", "99", "99.5"]
+    assert ticks(figs["pt_ba"]) == ["Dense", "PT 80", "PT 95", "PT 99", "PT 99.5"]
+    male = lambda fig: list(fig.axes[0].containers[0].lines[0].get_ydata())  # noqa: E731
+    assert male(figs["ba"]) == [0.017, 0.018, 0.024, 0.034, 0.040]
+    assert male(figs["pt_ba"]) == pytest.approx([0.017, 0.118, 0.124, 0.134, 0.140])   # dense is shared
+    assert figs["pt_ba"].axes[0].get_title() == "Mean bias amplification (GMP-PT)"
+    assert [p.get_height() for p in figs["pt_cie_uncertainty"].axes[0].patches] == [0.14, 0.5]
+    assert not any(name.startswith("pt_") for name in figures(study(ri, cie)))

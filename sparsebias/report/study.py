@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import markdown_table, save_figure, write_atomic, write_json, written_together
-from ..study.runs import BACKDOORED, backdoored, level_label
+from ..study.runs import GMP_PT, backdoored, gmp_pt, level_label, trained_task
 
 SYSTEMATIC = [("tcb", "Threshold calibration bias"), ("ece", "Expected calibration error"),
               ("interdependence", "Interdependence (R^2)"), ("uncertainty", "Uncertainty")]
@@ -118,12 +118,12 @@ def backdoor_figure(study: dict):
         mine = [lv for lv in study["levels"][task] if lv["ba"].get("backdoor", {}).get("mean") is not None]
         ax.errorbar([order.index(lv["level"]) for lv in mine], [lv["ba"]["backdoor"]["mean"] for lv in mine],
                     yerr=[lv["ba"]["backdoor"]["std"] or 0 for lv in mine], marker="o", capsize=3,
-                    label=task.removesuffix(BACKDOORED))
+                    label=trained_task(task))
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks(range(len(order)), [level_label(v) for v in order])
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("BA (backdoor flag as identity)")
-    ax.set_title("Bias amplification of a backdoor, single-attribute training", fontsize=10)
+    ax.set_title("Bias amplification of a backdoor", fontsize=10)
     ax.legend(fontsize=8)
     return fig
 
@@ -152,7 +152,7 @@ def study_markdown(study: dict) -> str:
              f"{sum(f['reproduces'] is True for f in found)} of {len(found)} findings reproduce; "
              f"{sum(f['reproduces'] is None for f in found)} not tested in this sweep.", ""]
     for task in study["tasks"]:
-        base = task.removesuffix(BACKDOORED)
+        base = trained_task(task)
         title = ("joint training" if base == "joint" else f"single-attribute training: {base}") + (
             ", backdoored data" if backdoored(task) else "")
         lines += [f"## Table 1 layout, {title}", "", table1(study, task), "",
@@ -180,18 +180,48 @@ def study_markdown(study: dict) -> str:
         [[level_label(lv["level"]), _ms(lv["ba"][identity], 4),
           *(_ms(v, 4) for v in lv["ba_overrides"][identity].values())] for lv in levels]), "",
         "Figures: `systematic.png` (Figure 2), `ba.png` (BA per identity), `calibration.png` (Figure 5 left), "
-        "`cie_uncertainty.png` (Figure 5 right), `overrides.png` (Figure 6).", ""]
+        "`cie_uncertainty.png` (Figure 5 right), `overrides.png` (Figure 6)"
+        + ("; GMP-PT's, from dense and the PT levels, the same names with `pt_` before them (Appendix E)"
+           if f"{GMP_PT}_" in ladders(levels) else "") + ".", ""]
     return "\n".join(lines) + "\n"
 
 
 def figures(study: dict) -> dict:
+    """The first task's figures, a set per ladder (`ladders`), then Figures 3 and 4 where they apply."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     task = study["tasks"][0]
-    levels = study["levels"][task]
+    figs = {}
+    for prefix, levels in ladders(study["levels"][task]).items():
+        names = {lv["level"] for lv in levels}
+        cies = [c for c in study["cie"].get(task) or [] if c["level"] in names]
+        figs.update({prefix + name: fig for name, fig in
+                     _ladder_figures(levels, cies, study["identities"], " (GMP-PT)" if prefix else "").items()})
+    rows = single_vs_joint_rows(study, study["identities"][0])
+    if rows:
+        figs["single_vs_joint"] = single_vs_joint_figure(rows, study["identities"][0])
+    backdoor = backdoor_figure(study)
+    if backdoor is not None:
+        figs["backdoor"] = backdoor
+    return figs
+
+
+def ladders(levels: list[dict]) -> dict[str, list[dict]]:
+    """The levels drawn together, by figure-name prefix: all of them (''), unless GMP-PT levels,
+    whose sparsities are GMP-RI's, stand beside other pruned levels: then those go apart ('pt_'),
+    from the same dense level."""
+    pt = [lv for lv in levels if gmp_pt(lv["level"])]
+    rest = [lv for lv in levels if not gmp_pt(lv["level"])]
+    if not pt or len(rest) < 2:
+        return {"": levels}
+    return {"": rest, f"{GMP_PT}_": [lv for lv in rest if lv["level"] == "dense"] + pt}
+
+
+def _ladder_figures(levels: list[dict], cies: list[dict], identities: list[str], method: str) -> dict:
+    import matplotlib.pyplot as plt
+
     x = np.arange(len(levels))
     names = [level_label(lv["level"]) for lv in levels]
     figs = {}
@@ -204,7 +234,7 @@ def figures(study: dict) -> dict:
         ax.set_xticks(x, names)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("sparsity (%)")
-    fig.suptitle("Systematic bias across attributes (box: attributes; line: mean)")
+    fig.suptitle(f"Systematic bias across attributes{method} (box: attributes; line: mean)")
     fig.tight_layout()
     figs["systematic"] = fig
 
@@ -220,19 +250,17 @@ def figures(study: dict) -> dict:
         ax.legend(fontsize=8)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    lines(ax, [(i, [lv["ba"][i] for lv in levels]) for i in study["identities"]], "Mean bias amplification")
+    lines(ax, [(i, [lv["ba"][i] for lv in levels]) for i in identities], f"Mean bias amplification{method}")
     figs["ba"] = fig
 
-    identities = study["identities"]
     fig, axes = plt.subplots(1, len(identities), figsize=(4.2 * len(identities), 3.8), squeeze=False)
     for ax, i in zip(axes[0], identities):
         lines(ax, [("p > 0.5", [lv["ba"][i] for lv in levels]),
-                   ("calibrated thresholds", [lv["ba_calibrated"][i] for lv in levels])], f"BA ({i})")
+                   ("calibrated thresholds", [lv["ba_calibrated"][i] for lv in levels])], f"BA ({i}){method}")
     fig.tight_layout()
     figs["calibration"] = fig
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    cies = study["cie"].get(task) or []
     if cies:
         xs = np.arange(len(cies))
         ax.bar(xs - 0.2, [c["dense_uncertain_overall"] for c in cies], 0.4, label="all test sample-attributes")
@@ -242,21 +270,15 @@ def figures(study: dict) -> dict:
         ax.legend(fontsize=8)
     ax.set_ylabel("share uncertain under the dense model")
     ax.set_xlabel("sparsity (%)")
-    ax.set_title("Dense-model uncertainty: CIEs vs all")
+    ax.set_title(f"Dense-model uncertainty: CIEs vs all{method}")
     figs["cie_uncertainty"] = fig
 
     fig, ax = plt.subplots(figsize=(6, 4))
     i = identities[0]
     lines(ax, [("no override", [lv["ba"][i] for lv in levels])]
           + [(k, [lv["ba_overrides"][i][k] for lv in levels]) for k in levels[0]["ba_overrides"][i]],
-          f"Effect of overrides on BA ({i}), ranked by dense uncertainty")
+          f"Effect of overrides on BA ({i}){method}, ranked by dense uncertainty")
     figs["overrides"] = fig
-    rows = single_vs_joint_rows(study, i)
-    if rows:
-        figs["single_vs_joint"] = single_vs_joint_figure(rows, i)
-    backdoor = backdoor_figure(study)
-    if backdoor is not None:
-        figs["backdoor"] = backdoor
     return figs
 
 

@@ -24,7 +24,7 @@ from ..metrics.classification import decisions
 from ..metrics.exemplars import compression_identified_exemplars
 from ..mitigate.overrides import build_override_table
 from .findings import findings
-from .runs import DENSE_SPARSITY, INT8, Run, backdoored
+from .runs import DENSE_SPARSITY, INT8, Run, backdoored, gmp_pt
 
 OVERRIDE_BUDGETS = (0.05, 0.10)
 
@@ -146,10 +146,10 @@ def _override_effect(inputs) -> dict:
 
 
 def _levels(per_run, task) -> list[dict]:
-    """Mean and standard deviation over seeds of each run summary, per sparsity level, in sparsity order."""
+    """Mean and standard deviation over seeds of each run summary, per level: dense, then by sparsity."""
     rows = [p for p in per_run if p["task"] == task]
-    levels = sorted({p["level"] for p in rows}, key=lambda lv: (  # an INT8 rung right after its FP32 level
-        np.mean([p["sparsity"] for p in rows if p["level"] == lv]), lv.startswith(f"{INT8}_")))
+    levels = sorted({p["level"] for p in rows}, key=lambda lv: (  # GMP-PT after GMP-RI; INT8 after its FP32 level
+        gmp_pt(lv), np.mean([p["sparsity"] for p in rows if p["level"] == lv]), lv.startswith(f"{INT8}_")))
     out = []
     for level in levels:
         group = [p for p in rows if p["level"] == level]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runs import backdoored, level_label
+from .runs import GMP_PT, backdoored, level_label
 
 # The paper's numbers for each finding (CVPR 2023: Table J.1, Sections 3-4, Appendix E).
 PAPER = {
@@ -57,7 +57,7 @@ def findings(study: dict) -> list[dict]:
     """
     joint = study["levels"].get("joint") or []
     cies = study["cie"].get("joint") or []
-    ri, pt = _ladder(joint, "ri"), _ladder(joint, "pt")
+    ri, pt = _ladder(joint, "ri"), _ladder(joint, GMP_PT)
     out = {f: None for f in CLAIMS}
     if len(ri) >= 2:
         out.update(_ladder_findings(study, ri, _of_ladder(cies, ri)))
@@ -68,9 +68,9 @@ def findings(study: dict) -> list[dict]:
         same = [f for f in ours if ours[f]["holds"] is not None and out[f] is not None
                 and ours[f]["holds"] == out[f]["holds"]]
         tested = [f for f in ours if ours[f]["holds"] is not None and out[f] is not None]
+        at = ", ".join(level_label(lv["level"].removeprefix(f"{GMP_PT}_")) for lv in pt[1:])
         out["F14"] = {"holds": len(same) >= 0.8 * len(tested) if tested else None,
-                      "numbers": f"GMP-PT ({', '.join(level_label(lv['level']) for lv in pt[1:])}) agrees with GMP-RI on "
-                                 f"{len(same)} of {len(tested)} findings: "
+                      "numbers": f"GMP-PT at {at}% agrees with GMP-RI on {len(same)} of {len(tested)} findings: "
                                  + ", ".join(f"{f} {_verdict_word(ours[f]['holds'])}" for f in tested)}
     missing = {"F12": "no single-attribute runs of Oval_Face or Big_Nose beside joint runs",
                "F13": "no backdoored runs in this sweep", "F14": "no GMP-PT runs (resnet18_pt_*) in this sweep"}

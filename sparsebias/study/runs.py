@@ -14,6 +14,7 @@ from .jobs import Job, read_plan
 DENSE_SPARSITY = 0.01   # a run below this overall sparsity is the dense reference of its seed
 LEVEL_LABELS = {"dense": "Dense", "99_5": "99.5", "nm_2_4": "2:4", "nm_1_4": "1:4", "nm_1_8": "1:8"}
 INT8 = "int8"           # the level prefix and bundle suffix of a run's INT8 version (sweep --int8)
+GMP_PT = "pt"           # the level prefix of recipes that prune a trained dense model (resnet18_pt_95: 'pt_95')
 
 
 @dataclass
@@ -41,10 +42,18 @@ def level_of(recipe: str) -> str:
 
 
 def level_label(level: str) -> str:
-    """How tables and findings name a level: '99_5' -> '99.5', 'nm_2_4' -> '2:4', 'int8_95' -> '95 INT8'."""
+    """How tables and findings name a level: '99_5' -> '99.5', 'nm_2_4' -> '2:4', 'int8_95' -> '95 INT8',
+    'pt_99_5' -> 'PT 99.5'."""
     if level.startswith(f"{INT8}_"):
         return f"{level_label(level[len(INT8) + 1:])} INT8"
+    if level.startswith(f"{GMP_PT}_"):
+        return f"PT {level_label(level[len(GMP_PT) + 1:])}"
     return LEVEL_LABELS.get(level, level.replace("_", "."))
+
+
+def gmp_pt(level: str) -> bool:
+    """A GMP-PT level or its INT8 version: its sparsities are GMP-RI's, so the two ladders are drawn apart."""
+    return level.removeprefix(f"{INT8}_").startswith(f"{GMP_PT}_")
 
 
 BACKDOORED = " (backdoor)"
@@ -59,6 +68,11 @@ def task_of(job: Job, bundle) -> str:
 def backdoored(task: str) -> bool:
     """A task trained on backdoored data: audited against the backdoor flag, compared with nothing clean."""
     return task.endswith(BACKDOORED)
+
+
+def trained_task(task: str) -> str:
+    """What was trained, without the backdoor mark: 'Smiling (backdoor)' -> 'Smiling'."""
+    return task.removesuffix(BACKDOORED)
 
 
 def collect_runs(out) -> list[Run]:
