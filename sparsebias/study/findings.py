@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runs import GMP_PT, backdoored, level_label
+from .runs import GMP_PT, backdoored, family_of, level_label
 
 # The paper's numbers for each finding (CVPR 2023: Table J.1, Sections 3-4, Appendix E).
 PAPER = {
@@ -82,9 +82,6 @@ def findings(study: dict) -> list[dict]:
 
 def _ladder(levels: list[dict], family: str) -> list[dict]:
     """Dense, then the levels of one pruning family ('ri': 80, 90, ...; 'pt': pt_80, ...), by sparsity."""
-    def family_of(level):
-        head = level.split("_")[0]
-        return "dense" if level == "dense" else "ri" if head.isdigit() else head
     return [lv for lv in levels if family_of(lv["level"]) in ("dense", family)]
 
 

@@ -51,9 +51,15 @@ def level_label(level: str) -> str:
     return LEVEL_LABELS.get(level, level.replace("_", "."))
 
 
+def family_of(level: str) -> str:
+    """How a level was made: 'dense', 'ri' (GMP-RI: '95'), or its prefix ('pt', 'nm', 'int8')."""
+    head = level.split("_")[0]
+    return "dense" if level == "dense" else "ri" if head.isdigit() else head
+
+
 def gmp_pt(level: str) -> bool:
     """A GMP-PT level or its INT8 version: its sparsities are GMP-RI's, so the two ladders are drawn apart."""
-    return level.removeprefix(f"{INT8}_").startswith(f"{GMP_PT}_")
+    return family_of(level.removeprefix(f"{INT8}_")) == GMP_PT
 
 
 BACKDOORED = " (backdoor)"
