@@ -6,7 +6,7 @@ for a GPU), flipped and normalised on the device, channels_last (`--memory-forma
 times NCHW, the layout before issue 14), autocast at the
 precision asked, 40 BCE outputs, SGD with momentum, and a global magnitude pruning
 modifier holding 90% masks (the masks' hooks and re-masking after each step are part of
-the cost), and on a CPU the convolutions on tiny maps as matrix products
+the cost), and on a CPU the convolutions on small maps as products over patches
 (`training.small_maps`; `--small-maps both` times torch's convolutions beside them). The
 images are random (decoding is the cache's job and is not timed). Single process variants
 are interleaved round by round so that the machine's drift touches each alike; a variant
@@ -16,7 +16,7 @@ reports the global images/s.
     python bench/training_speed.py                                   # CPU: fp32 and bf16, 64 px, batch 64
     python bench/training_speed.py --device cuda --precisions fp32,bf16,fp16 --sizes 64,128 --batches 256
     python bench/training_speed.py --processes 1,2                   # also 2 processes (DDP) on this machine
-    python bench/training_speed.py --small-maps both                 # tiny maps: products, and torch's
+    python bench/training_speed.py --small-maps both                 # small maps: products, and torch's
     python bench/training_speed.py --memory-formats contiguous,channels_last   # also NCHW, the step before issue 14
 
 Writes bench/results/training_speed_<device>.json and prints a Markdown table, with, for a
@@ -185,7 +185,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--small-maps", choices=["product", "torch", "both"], default="product",
-                    help="CPU convolutions on tiny maps: as matrix products (what compress runs), torch's, or both")
+                    help="CPU convolutions on small maps: as products over patches (what compress runs), torch's, or both")
     ap.add_argument("--memory-formats", default="channels_last",
                     help="channels_last (what compress runs) and/or contiguous (NCHW), comma-separated")
     ap.add_argument("--out", type=Path, help="default: bench/results/training_speed_<device type>.json")
@@ -252,7 +252,7 @@ def main():
     out.write_text(json.dumps(record, indent=2) + "\n")
     def versus_first(ratio):
         return "{median} ({range[0]}-{range[1]})".format(**ratio) if ratio else "-"
-    print(markdown_table(["device", "precision", "px", "batch", "processes", "tiny maps", "memory", "images/s",
+    print(markdown_table(["device", "precision", "px", "batch", "processes", "small maps", "memory", "images/s",
                           "paper schedule (h)", "step GFLOP/s", "matmul GFLOP/s", "share", "vs first (range)"],
                          [[r["device"], r["precision"], r["size"], r["batch"], r["processes"], r["small_maps"],
                            r["memory_format"], r["images_per_s"], r["paper_schedule_hours"], r["step_gflops_per_s"],

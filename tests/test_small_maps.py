@@ -1,4 +1,4 @@
-"""Convolutions on tiny maps as matrix products: the same values and gradients as
+"""Convolutions on small maps as products over patches: the same values and gradients as
 torch's convolution, only where the map is tiny, only inside the context."""
 
 import pytest
@@ -17,6 +17,8 @@ SHAPES = [  # in, out, kernel, stride, padding, dilation, map, bias
     (512, 512, 3, 1, 1, 1, 2, False),     # resnet18's last stage at 64 px
     (256, 512, 3, 2, 1, 1, 4, False),     # its strided first convolution
     (256, 512, 1, 2, 0, 1, 4, False),     # its downsample
+    (256, 256, 3, 1, 1, 1, 4, False),     # the stage before it: 4x4 maps
+    (128, 256, 3, 2, 1, 1, 8, False),     # whose strided first convolution reads an 8x8 map
     (8, 6, (3, 1), (2, 1), (1, 0), 1, 3, True),
     (5, 7, 2, 1, 1, 2, 3, True),
 ]
@@ -45,16 +47,21 @@ def test_values_and_gradients_match_torchs_convolution(shape, channels_last):
 def test_bf16_autocast_matches_to_bf16_rounding():
     torch.manual_seed(0)
     conv = nn.Conv2d(512, 512, 3, padding=1, bias=False)
-    x = torch.randn(8, 512, 2, 2).contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        got, expected = convolve_as_product(conv, x, conv.weight, None), conv(x)
-    assert got.dtype == expected.dtype == torch.bfloat16
-    assert got.is_contiguous(memory_format=torch.channels_last)
-    scale = expected.float().abs().max()
-    assert (got.float() - expected.float()).abs().max() <= 0.02 * scale
+    x = torch.randn(8, 512, 2, 2).contiguous(memory_format=torch.channels_last).requires_grad_()
+    results = []
+    for path in (convolve_as_product, nn.Conv2d._conv_forward):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = path(conv, x, conv.weight, None)
+        results.append((out, *torch.autograd.grad((out.float() ** 2).sum(), [x, conv.weight])))
+    for got, expected in zip(*results):
+        assert got.dtype == expected.dtype
+        scale = expected.float().abs().max()
+        assert (got.float() - expected.float()).abs().max() <= 0.02 * scale
+    assert results[0][0].dtype == torch.bfloat16 and results[0][1].dtype == results[0][2].dtype == torch.float32
+    assert results[0][0].is_contiguous(memory_format=torch.channels_last)
 
 
-def test_only_tiny_maps_take_the_product_and_only_inside_the_context(monkeypatch):
+def test_only_small_maps_take_the_product_and_only_inside_the_context(monkeypatch):
     from sparsebias.training import small_maps
 
     calls = []
@@ -62,10 +69,10 @@ def test_only_tiny_maps_take_the_product_and_only_inside_the_context(monkeypatch
                         lambda conv, *a: calls.append(conv) or nn.Conv2d._conv_forward(conv, *a))
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Conv2d(4, 4, 3, stride=2, padding=1),
                           nn.Conv2d(4, 4, 3, padding="same"), nn.Conv2d(4, 4, 3, padding=1, groups=2))
-    x = torch.randn(1, 3, 8, 8)   # maps of 16, 4, 4 and 4 positions
+    x = torch.randn(1, 3, 16, 16)   # maps of 64, 16, 16 and 16 positions
     with small_maps_as_products(model):
         inside = model(x)
-    assert calls == [model[1]] and MAX_POSITIONS == 4   # 'same' padding and groups keep torch's path
+    assert calls == [model[1]] and MAX_POSITIONS == 16   # 'same' padding and groups keep torch's path
     assert all("_conv_forward" not in m.__dict__ for m in model)
     torch.testing.assert_close(model(x), inside)
     assert calls == [model[1]]

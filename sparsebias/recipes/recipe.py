@@ -48,7 +48,7 @@ RUN_DEFAULTS = {
     "weight_decay": 1e-4,
     "num_epochs": None,   # when the recipe has no EpochRangeModifier
     "precision": "auto",  # auto (bf16 where the device has it natively), fp32, bf16 or fp16
-    "small_maps": "product",  # CPU convolutions on maps of <= 4 positions: product (training.small_maps) or torch
+    "small_maps": "product",  # CPU convolutions on maps of <= 16 positions: product (training.small_maps) or torch
 }
 SMALL_MAPS = ("product", "torch")
 OPTIMIZERS = ("sgd", "adam")

@@ -2,7 +2,7 @@
 
 Batches are sliced out of each split's decoded uint8 array (`data.loader`), flipped and
 normalised on the device; the model runs in channels_last (on a CPU, convolutions on
-maps of a few positions as matrix products: `small_maps`), the forward and backward
+maps of a few positions as products over their patches: `small_maps`), the forward and backward
 passes in the precision `devices` resolves (autocast; fp16 with a gradient scaler);
 weights, optimizer state and the logits a bundle stores stay fp32. Under torchrun each
 process trains a DistributedDataParallel replica on its share of every batch

@@ -1,17 +1,22 @@
-"""Convolutions on tiny feature maps computed as one matrix product while training on a CPU.
+"""Convolutions on small feature maps computed as matrix products while training on a CPU.
 
 oneDNN's CPU convolution kernels split their work over the output's positions. On a map
-of a few positions (resnet18's last stage at 64 px is 2x2, with 512 channels in and out)
-that leaves its matrix units idle: on the 2-core Xeon VM one such convolution's forward
-and backward passes took 90 ms in bf16, nine times the time of one with the same
-arithmetic on a 16x16 map, and the last stage was half of the training step's convolution
-time. The same arithmetic as an unfold and one matrix product, whose backward pass
-autograd derives (two products and a fold), runs at matrix-product speed.
+of a few positions (resnet18's last two stages at 64 px are 4x4 and 2x2, with 256 and 512
+channels) that leaves the matrix units idle, most of all in the weight gradient: on the
+2-core Xeon VM, bf16, batch 64, one 512-channel convolution on a 2x2 map took 90 ms forward
+and backward, nine times one with the same arithmetic on a 16x16 map, and a 256-channel
+one on a 4x4 map spent 27 ms on its weight gradient against 7 ms on its forward pass.
 
-Which path a convolution takes depends on its input's shape alone, so the same seed
-still trains the same model; the two agree to rounding (`tests/test_small_maps.py`).
-Only the training step's forward pass takes it (and so its backward pass): validation,
-the logits a bundle stores, the ONNX export and every engine see plain convolutions.
+Here such a convolution is three matrix products over the input's patches, gathered
+channel-fastest from the channels_last map (one copy of nine strided views for a 3x3
+kernel): patches x weights forward; output gradient x patches for the weight gradient;
+output gradient x weights, scattered back onto the map, for the input gradient. `F.unfold`
+is not used: on channels_last bf16 maps it costs as much as the product it feeds.
+
+Which path a convolution takes depends on its input's shape alone, so the same seed still
+trains the same model; the two agree to rounding (`tests/test_small_maps.py`). Only the
+training step's forward pass takes it (and so its backward pass): validation, the logits a
+bundle stores, the ONNX export and every engine see plain convolutions.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MAX_POSITIONS = 4   # output positions (height x width) up to which the product is used
+MAX_POSITIONS = 16   # output positions (height x width) up to which the products are used
+_REDUCED = (torch.bfloat16, torch.float16)
 
 
 def output_size(conv: nn.Conv2d, height: int, width: int) -> tuple[int, int]:
@@ -33,15 +39,68 @@ def output_size(conv: nn.Conv2d, height: int, width: int) -> tuple[int, int]:
                                                            conv.kernel_size, conv.stride))
 
 
+def _windows(conv: nn.Conv2d, out_hw: tuple[int, int]):
+    """For each kernel offset, the (rows, columns) slices of the padded map it reads."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = conv.kernel_size, conv.stride, conv.dilation, out_hw
+    return [(slice(i * dh, i * dh + sh * (oh - 1) + 1, sh), slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
+            for i in range(kh) for j in range(kw)]
+
+
+def _patches(conv: nn.Conv2d, x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """(n oh ow, kh kw c): every output position's receptive field, channel-fastest."""
+    ph, pw = conv.padding
+    padded = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1)   # a view of the channels_last layout
+    parts = [padded[:, rows, cols, :] for rows, cols in _windows(conv, out_hw)]
+    return (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]).reshape(-1, len(parts) * x.shape[1])
+
+
+def _scatter(conv: nn.Conv2d, grads: torch.Tensor, shape: torch.Size, out_hw: tuple[int, int]) -> torch.Tensor:
+    """The input gradient from the patches' gradient (n oh ow, kh kw c): each offset's
+    share added back where `_patches` read it, in float32 for a reduced precision."""
+    n, c, h, w = shape
+    (ph, pw), windows = conv.padding, _windows(conv, out_hw)
+    per_offset = grads.view(n, *out_hw, len(windows), c)
+    total = grads.new_zeros((n, h + 2 * ph, w + 2 * pw, c),
+                            dtype=torch.float32 if grads.dtype in _REDUCED else grads.dtype)
+    for k, (rows, cols) in enumerate(windows):
+        total[:, rows, cols, :] += per_offset[:, :, :, k]
+    return total[:, ph:ph + h, pw:pw + w, :].to(grads.dtype).permute(0, 3, 1, 2)
+
+
+class _PatchProduct(torch.autograd.Function):
+    """A convolution without bias as products over patches, forward and backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, conv):
+        out_hw = output_size(conv, *x.shape[-2:])
+        patches = _patches(conv, x, out_hw)
+        kernel = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)   # (out, kh kw c), as the patches
+        ctx.save_for_backward(patches, weight)
+        ctx.conv, ctx.out_hw, ctx.shape = conv, out_hw, x.shape
+        return (patches @ kernel.t()).view(x.shape[0], *out_hw, -1).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        patches, weight = ctx.saved_tensors
+        grad_rows = grad_out.permute(0, 2, 3, 1).reshape(patches.shape[0], -1)   # (n oh ow, out)
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            kernel = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+            grad_x = _scatter(ctx.conv, grad_rows @ kernel, ctx.shape, ctx.out_hw)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad_rows.t() @ patches).view(weight.shape[0], *weight.shape[2:], -1).permute(0, 3, 1, 2)
+        return grad_x, grad_weight, None
+
+
 def convolve_as_product(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor,
                         bias: torch.Tensor | None) -> torch.Tensor:
-    """What `conv._conv_forward` computes, as unfold and one matrix product; the result is
-    laid out channels_last, as the model's convolutions are."""
-    n = x.shape[0]
-    oh, ow = output_size(conv, *x.shape[-2:])
-    columns = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)   # (n, c k k, oh ow)
-    out = columns.transpose(1, 2).reshape(n * oh * ow, -1) @ weight.reshape(weight.shape[0], -1).t()
-    out = out.view(n, oh, ow, -1).permute(0, 3, 1, 2)
+    """What `conv._conv_forward` computes, as products over patches (autocast's precision
+    where it is on, as for a convolution); the result is laid out channels_last."""
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        out = _PatchProduct.apply(x, weight, conv)
     return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
 
 
@@ -53,7 +112,7 @@ def _conv_forward(self: nn.Conv2d, x, weight, bias):
 
 
 def resolve_small_maps(setting: str, device: torch.device) -> str:
-    """The path tiny maps take: the setting on a CPU, where the gap was measured; torch's
+    """The path small maps take: the setting on a CPU, where the gap was measured; torch's
     convolutions elsewhere (cuDNN's kernels were not measured)."""
     return setting if device.type == "cpu" else "torch"
 
@@ -66,7 +125,7 @@ def _eligible(module: nn.Module) -> bool:
 @contextlib.contextmanager
 def small_maps_as_products(model: nn.Module, enabled: bool = True):
     """Within the block, the model's convolutions on maps of at most MAX_POSITIONS outputs
-    run as matrix products (`resolve_small_maps` says where)."""
+    run as products over patches (`resolve_small_maps` says where)."""
     convs = [m for m in model.modules() if _eligible(m)] if enabled else []
     for conv in convs:
         conv._conv_forward = types.MethodType(_conv_forward, conv)
