@@ -125,7 +125,11 @@ def test_the_int8_bundle_computes_what_the_quantization_aware_model_computes(qat
     float biases = the QDQ export of the torch model, to float rounding: the INT8 graph is the
     quantization-aware model but for the int32 rounding of its biases."""
     fp32, int8 = qat_bundles
-    assert int8.manifest["quantization"]["verified"]["max_abs_diff_vs_simulated"] < 1e-3
+    verified = int8.manifest["quantization"]["verified"]
+    # equal but for rounding ties, which float and integer arithmetic can break apart: a tie moves
+    # one requantized value a step and the logits of its image (by up to 0.02 in some seeds here)
+    assert verified["mean_abs_diff_vs_simulated"] < 1e-3 and verified["max_abs_diff_vs_simulated"] < 0.05
+    assert verified["decisions_differ_vs_simulated"] < 0.01
     qdq = onnx.load(str(fp32.file("model.qdq.onnx")))
     stripped, _ = read_qdq(qdq)
     simulated = fake_quant_graph(stripped, onnx.load(str(int8.file("model.onnx"))))
