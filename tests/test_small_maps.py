@@ -1,5 +1,5 @@
 """Convolutions on small maps as products over patches: the same values and gradients as
-torch's convolution, only where the map is tiny, only inside the context."""
+torch's convolution, only where the map is small, only inside the context."""
 
 import pytest
 import torch
