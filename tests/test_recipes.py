@@ -117,6 +117,9 @@ def test_markdown_recipe_with_front_matter(tmp_path):
     assert load_recipe(path).pruning_modifiers[0].final_sparsity == 0.8
 
 
+EPOCHS = "modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n"
+
+
 @pytest.mark.parametrize("text, message", [
     ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: [1\n", r"recipe.yaml:4: YAML error"),
     ("modifiers:\n  - !EpochRangeModifier\n    end_epoch: 2\n  - !MagicPruner\n    final_sparsity: 0.5\n",
@@ -135,6 +138,9 @@ def test_markdown_recipe_with_front_matter(tmp_path):
     ("small_maps: onednn\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n",
      "small_maps 'onednn' is not one of product, torch"),
     ("arch: resnet18\n", "Unable to find any modifiers"),
+    ("end: eval(epochs / 2)\nepochs: many\n" + EPOCHS, r"variable end: cannot evaluate eval\(epochs / 2\): epochs is 'many', not a number"),
+    ("end: eval(start + epochs)\nstart: 0\n" + EPOCHS, r"variable end: cannot evaluate eval\(start \+ epochs\): epochs is not defined"),
+    ("end: eval(a)\na: eval(b + 1)\nb: eval(a * 2)\n" + EPOCHS, r"variable end: .*the variables form a cycle: a -> b -> a"),
     ("- just\n- a list\n", "a recipe is a YAML mapping"),
 ])
 def test_malformed_recipes(tmp_path, text, message):

@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 import zipfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,8 +104,10 @@ class Bundle:
 @contextmanager
 def bundle_lock(path: Path):
     """Held by whoever writes the bundle `path` (a compress of that name, a mitigation): a second
-    writer is refused in one line. The lock file, beside the bundle, goes when released."""
+    writer is refused in one line. The lock file, beside the bundle, goes when released, and so do
+    the folders made for it that nothing was written to (a run refused at its data leaves none)."""
     lock = Path(path).with_name(f".{Path(path).name}.lock")
+    made = [folder for folder in (lock.parent, *lock.parent.parents) if not folder.exists()]
     lock.parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock, "a")
     try:
@@ -121,6 +123,9 @@ def bundle_lock(path: Path):
     finally:
         lock.unlink(missing_ok=True)
         handle.close()
+        for folder in made:   # deepest first
+            with suppress(OSError):
+                folder.rmdir()
 
 
 def ensure_replaceable(path: Path) -> None:

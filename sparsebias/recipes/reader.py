@@ -215,9 +215,24 @@ def _evaluate_variables(path, variables: dict) -> tuple[dict, dict]:
                 changed = True
     for name, value in variables.items():
         if name not in numeric and _is_eval(value):
-            raise SparsebiasError(f"{path}: variable {name}: cannot evaluate {value}: a variable it uses is "
-                                  "undefined or the variables form a cycle")
+            raise SparsebiasError(f"{path}: variable {name}: cannot evaluate {value}: "
+                                  + _why_unresolved(name, variables, numeric))
     return numeric, others
+
+
+def _why_unresolved(name: str, variables: dict, numeric: dict, chain: tuple = ()) -> str:
+    """What keeps a variable's eval() from a number: a name down its chain of uses that is
+    undefined or not a number, or a cycle."""
+    if name in chain:
+        return "the variables form a cycle: " + " -> ".join((*chain[chain.index(name):], name))
+    expression = ast.parse(variables[name][5:-1].strip(), mode="eval")
+    for used in sorted({n.id for n in ast.walk(expression) if isinstance(n, ast.Name)} - set(numeric)):
+        if used not in variables:
+            return f"{used} is not defined"
+        if not _is_eval(variables[used]):
+            return f"{used} is {variables[used]!r}, not a number"
+        return _why_unresolved(used, variables, numeric, (*chain, name))
+    return "it is not a number"
 
 
 def _evaluate_value(value, numeric: dict, others: dict):
