@@ -54,6 +54,17 @@ def test_plan_errors(repo, kwargs, message):
         plan(kwargs.pop("recipes"), 1, **kwargs)
 
 
+@pytest.mark.parametrize("single, identities, message", [
+    (["Big_Nose", "Big_Ears"], None, "attribute 'Big_Ears' is not a label of the data"),
+    ([], ["Male", "backdoor"], "identity 'backdoor' is not a label of the data"),
+])
+def test_names_the_data_lack_are_refused_before_anything_runs(repo, tmp_path, single, identities, message):
+    jobs = plan(recipes(repo, "resnet18_dense", "resnet18_90"), 1, single=single, overrides=TINY)
+    with pytest.raises(SparsebiasError, match=message):
+        run_sweep(jobs, tmp_path / "sweep", identities=identities)
+    assert not (tmp_path / "sweep").exists()
+
+
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory, repo):
     out = tmp_path_factory.mktemp("sweep")

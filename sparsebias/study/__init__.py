@@ -75,8 +75,8 @@ def sweep(recipes, out, *, seeds: int = 3, quick: bool = False, data: str | None
     planned = plan([recipes] if isinstance(recipes, (str, Path)) else list(recipes), seeds, single=single or (),
                    joint=joint, quick=quick, data=data, overrides=overrides or {}, from_dense=from_dense,
                    attributes=attributes)
-    failed = run_sweep(planned, out, workers=jobs, ray_address=ray_address, gpus_per_run=gpus_per_run, echo=echo,
-                       progress=progress)
+    failed = run_sweep(planned, out, workers=jobs, ray_address=ray_address, gpus_per_run=gpus_per_run,
+                       identities=identities, echo=echo, progress=progress)
     if int8:
         quantize_runs(planned, out, echo=echo)
     return Study(run_study(out, identities=identities, speed=speed, echo=echo), failed)

@@ -129,15 +129,17 @@ def run_job(job: Job, out: str, threads: int | None = None) -> str:
 
 
 def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None = None,
-              gpus_per_run: float | None = None, echo=print, progress=None) -> list[str]:
+              gpus_per_run: float | None = None, identities=None, echo=print, progress=None) -> list[str]:
     """Run every job that is not done; returns the names of the runs that failed (logged).
 
-    `gpus_per_run`: what each Ray task reserves (default 1 where the cluster has GPUs, else 0)."""
+    `gpus_per_run`: what each Ray task reserves (default 1 where the cluster has GPUs, else 0);
+    `identities`, those the study will audit, are checked against the data with the labels first."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_plan(jobs, out)
     states = [state(j, out) for j in jobs]  # each check verifies a bundle's hashes: once per job
     pending = [j for j, s in zip(jobs, states) if s != "done"]
+    check_names(pending, identities, local=not ray_address)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_plan(jobs, out)
     echo(f"{len(jobs)} run(s): {len(jobs) - len(pending)} done, {states.count('interrupted')} to resume, "
          f"{states.count('new')} new")
     if not pending:
@@ -149,6 +151,32 @@ def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None
                       out, echo, progress)
     with _pool(workers) as pool:
         return _drive(pending, _in_pool(pool, out, max(1, (os.cpu_count() or 1) // workers)), out, echo, progress)
+
+
+def check_names(jobs: list[Job], identities=None, local: bool = True) -> None:
+    """Refuse, before anything trains, labels and identities the jobs' data do not have: else a
+    run fails after the others trained, or the study after all of them. Not `local` (Ray), data
+    this machine cannot open are left to the cluster's runs."""
+    from ..data import open_data
+    from ..recipes.recipe import load_recipe
+
+    by_data: dict[str, list[Job]] = {}
+    for job in jobs:
+        spec = job.overrides.get("data") or load_recipe(job.recipe, job.overrides).settings["data"]
+        by_data.setdefault(spec, []).append(job)
+    for spec, mine in by_data.items():
+        try:
+            table = open_data(spec, echo=lambda *_, **__: None)
+        except SparsebiasError:
+            if local:
+                raise
+            continue
+        labels = list(table.names) + (["backdoor"] if table.backdoor is not None else [])
+        for name, what in [*((a, "attribute") for job in mine for a in job.attributes or ()),
+                           *((i, "identity") for i in identities or ())]:
+            if name not in labels:
+                raise SparsebiasError(f"{what} {name!r} is not a label of the data ({spec}); its labels: "
+                                      + ", ".join(labels))
 
 
 def _drive(pending: list[Job], results, out: Path, echo, progress) -> list[str]:
