@@ -104,6 +104,27 @@ def test_a_model_swapped_with_its_sparsity_claims_rewritten_is_refused_by_its_lo
     refused(gate(copy, dense_bundle, policy), "logits are not what model.onnx computes")
 
 
+def edit_sparsity(folder, edit):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest["sparsity"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_edited_sparsity_claim_is_refused(copy, dense_bundle, policy):
+    edit_sparsity(copy, lambda s: s.update(overall=0.5))
+    refused(gate(copy, dense_bundle, policy), "shipped: model.onnx has 89.")
+    refused(gate(copy, dense_bundle, policy), "zero weights, the manifest says 50.00%")
+    refused(cli("info", copy), "zero weights, the manifest says 50.00%")
+
+
+def test_an_edited_layer_sparsity_is_refused(copy, dense_bundle, policy):
+    def first_layer_as_sparse_as_a_last(sparsity):   # the overall figure stays as it was
+        layers = sparsity["per_layer"]
+        layers[next(iter(layers))] = layers[next(k for k in layers if k.startswith("layer4"))]
+    edit_sparsity(copy, first_layer_as_sparse_as_a_last)
+    refused(gate(copy, dense_bundle, policy), "the manifest's sparsity per layer is not model.onnx's")
+
+
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_edited_labels_are_refused(copy, dense_bundle, policy, split):
     labels = load_bundle(copy).split(split)["labels"].copy()

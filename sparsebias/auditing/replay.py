@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..bundle.flops import count_flops
+from ..bundle.flops import check_claimed_sparsity
 from ..bundle.format import Bundle
 from ..core.errors import SparsebiasError
 from ..data import open_data
@@ -26,7 +26,6 @@ from ..engines import bundle_model, load_engine
 LOGIT_SPLITS = ("val", "test")
 REPLAY_ENGINE = "onnxruntime"   # on every machine, and independent of the torch that wrote the logits
 CHUNK = 1024                    # images normalised at a time: CelebA's test split at 224 px is 12 GB as floats
-SPARSITY_TOLERANCE = 1e-4       # the manifest's figure is rounded by JSON only
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def replay_bundle(bundle: Bundle, *, splits=LOGIT_SPLITS, data: str | None = Non
         raise SparsebiasError(f"split {unknown[0]!r} has no logits to re-run; bundles store {', '.join(LOGIT_SPLITS)}")
     from ..bundle.export import TOLERANCE as EXPORT_TOLERANCE  # bundle.export loads torch
 
-    _check_sparsity(bundle)
+    check_claimed_sparsity(bundle)
     table = _open_table(bundle, data, echo)
     where = f"the data set at {table.root}"
     _check_columns(bundle, table, where)
@@ -156,17 +155,6 @@ def _compare(bundle: Bundle, name: str, ids, stored: np.ndarray, logits: np.ndar
         raise SparsebiasError(f"{bundle.path}: the stored {name} logits are not what model.onnx computes: largest "
                               f"difference {worst:.3g} (sample {ids[row]}, output {column}; tolerance {tolerance:g})")
     return worst
-
-
-def _check_sparsity(bundle: Bundle) -> None:
-    """model.onnx must be as sparse as the manifest says: a swapped model is caught before any image is run."""
-    claimed = bundle.manifest.get("flops", {}).get("weight_sparsity")
-    if claimed is None:
-        return
-    measured = count_flops(bundle.file("model.onnx")).weight_sparsity
-    if abs(measured - float(claimed)) > SPARSITY_TOLERANCE:
-        raise SparsebiasError(f"{bundle.path}: model.onnx has {measured:.2%} zero weights, the manifest says "
-                              f"{float(claimed):.2%}")
 
 
 def judged(bundles: list[Bundle], *, replay: bool = True, splits=LOGIT_SPLITS, data: str | None = None,

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.errors import SparsebiasError
+
+SPARSITY_TOLERANCE = 1e-4   # a manifest's figures are rounded by JSON only
 WEIGHTED_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "QLinearConv": 3, "QLinearMatMul": 3}   # op -> weight input
 ELEMENTWISE_CONTRIB_OPS = ("QLinearAdd", "QLinearMul")   # com.microsoft ops ONNX shape inference does not know
 FREE_OPS = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Constant",
@@ -147,3 +150,32 @@ def _other_op_cost(node, out_shape, shapes) -> int:
     if node.op_type in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean"):
         return int(np.prod(shapes[node.input[0]][1:]))
     return elements
+
+
+def check_claimed_sparsity(bundle) -> None:
+    """model.onnx must be as sparse as the manifest says, in its cost figures and in its layers: a
+    swapped model or an edited claim is caught before any image is run. An INT8 graph keeps the
+    layers' sparsity of its FP32 parent, and rounding can only add zeros to it."""
+    measured = count_flops(bundle.file("model.onnx"))
+    claimed = bundle.manifest.get("flops", {}).get("weight_sparsity")
+    if claimed is not None and abs(measured.weight_sparsity - float(claimed)) > SPARSITY_TOLERANCE:
+        _sparsity_mismatch(bundle, measured.weight_sparsity, float(claimed))
+    quantized = "quantization" in bundle.manifest
+    if measured.weight_sparsity < bundle.manifest.sparsity - SPARSITY_TOLERANCE or (
+            not quantized and abs(measured.weight_sparsity - bundle.manifest.sparsity) > SPARSITY_TOLERANCE):
+        _sparsity_mismatch(bundle, measured.weight_sparsity, bundle.manifest.sparsity)
+    if quantized:
+        return
+    layers = sorted(layer.weight_sparsity for layer in measured.layers)
+    claims = sorted(bundle.manifest.layer_sparsity.values())
+    if len(claims) != len(layers):
+        raise SparsebiasError(f"{bundle.path}: model.onnx has {len(layers)} layers with weights, the manifest's "
+                              f"sparsity lists {len(claims)}")
+    for has, says in zip(layers, claims):
+        if abs(has - says) > SPARSITY_TOLERANCE:
+            raise SparsebiasError(f"{bundle.path}: the manifest's sparsity per layer is not model.onnx's: it lists "
+                                  f"{says:.4%} where the graph has {has:.4%} (layers in order of sparsity)")
+
+
+def _sparsity_mismatch(bundle, measured: float, claimed: float):
+    raise SparsebiasError(f"{bundle.path}: model.onnx has {measured:.2%} zero weights, the manifest says {claimed:.2%}")

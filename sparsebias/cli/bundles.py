@@ -14,7 +14,8 @@ from .common import TRUSTED_KEY, loaded
 @click.option("--layers", is_flag=True, help="Also list every layer's sparsity.")
 @TRUSTED_KEY
 def info(bundle, layers, trusted_keys):
-    """Verify a bundle (hashes, schema, and its signature with --trusted-key) and describe it.
+    """Verify a bundle (hashes, schema, its sparsity against model.onnx, and its signature with
+    --trusted-key) and describe it.
 
     \b
     Example:
@@ -22,9 +23,11 @@ def info(bundle, layers, trusted_keys):
       sparsebias info exported/resnet18_99 --trusted-key keys/release.pub
     """
     from ..bundle import is_signed
+    from ..bundle.flops import check_claimed_sparsity
     from ..report import bundle_summary
 
     found, = loaded([bundle], trusted_keys)
+    check_claimed_sparsity(found)
     click.echo(bundle_summary(found, per_layer=layers))
     if not trusted_keys:
         click.echo("signature    " + ("present (not checked: give --trusted-key)" if is_signed(found) else "none"))
