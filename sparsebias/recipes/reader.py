@@ -226,13 +226,15 @@ def _why_unresolved(name: str, variables: dict, numeric: dict, chain: tuple = ()
     if name in chain:
         return "the variables form a cycle: " + " -> ".join((*chain[chain.index(name):], name))
     expression = ast.parse(variables[name][5:-1].strip(), mode="eval")
-    for used in sorted({n.id for n in ast.walk(expression) if isinstance(n, ast.Name)} - set(numeric)):
-        if used not in variables:
-            return f"{used} is not defined"
-        if not _is_eval(variables[used]):
-            return f"{used} is {variables[used]!r}, not a number"
-        return _why_unresolved(used, variables, numeric, (*chain, name))
-    return "it is not a number"
+    unresolved = sorted({n.id for n in ast.walk(expression) if isinstance(n, ast.Name)} - set(numeric))
+    if not unresolved:
+        return "it is not a number"
+    used = unresolved[0]
+    if used not in variables:
+        return f"{used} is not defined"
+    if not _is_eval(variables[used]):
+        return f"{used} is {variables[used]!r}, not a number"
+    return _why_unresolved(used, variables, numeric, (*chain, name))
 
 
 def _evaluate_value(value, numeric: dict, others: dict):

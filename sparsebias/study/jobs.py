@@ -137,7 +137,7 @@ def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None
     out = Path(out)
     states = [state(j, out) for j in jobs]  # each check verifies a bundle's hashes: once per job
     pending = [j for j, s in zip(jobs, states) if s != "done"]
-    check_names(pending, identities, local=not ray_address)
+    _check_names(pending, identities, local=not ray_address)
     out.mkdir(parents=True, exist_ok=True)
     _write_plan(jobs, out)
     echo(f"{len(jobs)} run(s): {len(jobs) - len(pending)} done, {states.count('interrupted')} to resume, "
@@ -153,7 +153,7 @@ def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None
         return _drive(pending, _in_pool(pool, out, max(1, (os.cpu_count() or 1) // workers)), out, echo, progress)
 
 
-def check_names(jobs: list[Job], identities=None, local: bool = True) -> None:
+def _check_names(jobs: list[Job], identities=None, local: bool = True) -> None:
     """Refuse, before anything trains, labels and identities the jobs' data do not have: else a
     run fails after the others trained, or the study after all of them. Not `local` (Ray), data
     this machine cannot open are left to the cluster's runs."""
