@@ -154,7 +154,8 @@ def test_a_gmp_pt_ladder_beside_gmp_ri_gets_its_own_figures():
           for lv in ri[1:]]
     cie = [{"level": "99", "dense_uncertain_among_cies": 0.8, "dense_uncertain_overall": 0.14},
            {"level": "pt_99", "dense_uncertain_among_cies": 0.5, "dense_uncertain_overall": 0.14}]
-    figs = figures(study(ri + pt, cie))
+    with_common = lambda s: {**s, "systematic_attributes": {"joint": {k: ["Big_Nose"] for k in per_attribute}}}  # noqa: E731
+    figs = figures(with_common(study(ri + pt, cie)))
     assert {"systematic", "ba", "calibration", "cie_uncertainty", "overrides"} < set(figs)
     assert {"pt_systematic", "pt_ba", "pt_calibration", "pt_cie_uncertainty", "pt_overrides"} < set(figs)
     ticks = lambda fig: [t.get_text() for t in fig.axes[0].get_xticklabels()]  # noqa: E731
@@ -165,4 +166,4 @@ def test_a_gmp_pt_ladder_beside_gmp_ri_gets_its_own_figures():
     assert male(figs["pt_ba"]) == pytest.approx([0.017, 0.118, 0.124, 0.134, 0.140])   # dense is shared
     assert figs["pt_ba"].axes[0].get_title() == "Mean bias amplification (GMP-PT)"
     assert [p.get_height() for p in figs["pt_cie_uncertainty"].axes[0].patches] == [0.14, 0.5]
-    assert not any(name.startswith("pt_") for name in figures(study(ri, cie)))
+    assert not any(name.startswith("pt_") for name in figures(with_common(study(ri, cie))))

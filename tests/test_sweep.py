@@ -97,10 +97,30 @@ def test_study_is_built_from_the_per_run_audits(tiny_sweep):
     assert all(b[name]["value"] is not None for b in ba for name in common)
     male = [np.mean([b[name]["value"] for name in common]) for b in ba]
     assert level["ba"]["Male"]["mean"] == pytest.approx(np.mean(male))
+    inter = [json.loads(path.read_text())["metrics"]["compressed"]["views"]["default"]["interdependence"]
+             for path in sorted((tiny_sweep / "audits").glob("*.json"))]
+    common = study["systematic_attributes"]["joint"]["interdependence"]
+    assert set(common) == {name for name in inter[0] if all(i[name] is not None for i in inter)}
+    inter = [a["metrics"]["compressed"]["views"]["default"]["interdependence"] for a in audits]
+    assert level["interdependence"]["mean"] == pytest.approx(np.mean([np.mean([i[a] for a in common]) for i in inter]))
     dense_vs_itself = json.loads((tiny_sweep / "audits" / "resnet18_dense-s0.json").read_text())
     assert all(v == 0 for v in dense_vs_itself["pairwise"]["cie_rate"].values())
     cie = study["cie"]["joint"][0]
     assert cie["level"] == "90" and 0 <= cie["cie_share"] <= 1
+
+
+def test_levels_are_compared_on_the_attributes_every_run_defines():
+    from sparsebias.study.attributes import SYSTEMATIC, _systematic_means
+
+    def row(task, interdependence):
+        per_attribute = {m: {"A": 0.5, "B": 0.5} for m in SYSTEMATIC}
+        return {"task": task, "per_attribute": {**per_attribute, "interdependence": interdependence}}
+
+    rows = [row("joint", {"A": 0.2, "B": 0.6}), row("joint", {"A": 0.4, "B": None}), row("other", {"A": 0.1, "B": 0.3})]
+    common = _systematic_means(rows, "joint")
+    assert common["interdependence"] == ["A"] and common["ece"] == ["A", "B"]
+    assert [r["interdependence"] for r in rows[:2]] == [0.2, 0.4]    # B, constant in one model, is left out of both
+    assert "interdependence" not in rows[2]                           # another task's set is its own
 
 
 def test_cli_writes_the_study_report(tiny_sweep, repo):
@@ -112,6 +132,9 @@ def test_cli_writes_the_study_report(tiny_sweep, repo):
     report = tiny_sweep / "study"
     text = (report / "study.md").read_text()
     assert "## Findings" in text and "## Table J.1 layout, joint training" in text
+    study = json.loads((report / "study.json").read_text())
+    n_inter = len(study["systematic_attributes"]["joint"]["interdependence"])
+    assert (f"joint, interdependence: {n_inter} of 40 attributes, without" in text) == (n_inter < 40)
     for name in ("systematic", "ba", "calibration", "cie_uncertainty", "overrides"):
         assert (report / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 

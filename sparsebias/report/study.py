@@ -144,7 +144,10 @@ def study_markdown(study: dict) -> str:
              "data give too few positives), so BA means are taken over the attributes where it is defined in "
              "every run and view of the task, the same set at every sparsity: "
              + "; ".join(f"{t}, {i}: {len(a)} ({', '.join(a)})" for t, per in study["ba_attributes"].items()
-                         for i, a in per.items()) + ".", "", "## Findings", "",
+                         for i, a in per.items()) + ".", "",
+             "The means of the other metrics over attributes are taken the same way: over the attributes where "
+             "each is defined in every run of the task (interdependence is undefined for a label a model "
+             "predicts constant); " + _left_out(study), "", "## Findings", "",
              markdown_table(["", "paper's finding", "paper (CelebA)", "here", "verdict"],
                             [[f["id"], f["claim"], f["paper"], f["numbers"],
                               {True: "reproduces", False: "**does not reproduce**",
@@ -186,6 +189,18 @@ def study_markdown(study: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _left_out(study: dict) -> str:
+    parts = []
+    for task, per_metric in study["systematic_attributes"].items():
+        every = study["levels"][task][0]["per_attribute"]
+        for metric, common in per_metric.items():
+            missing = [a for a in every[metric] if a not in common]
+            if missing:
+                parts.append(f"{task}, {metric}: {len(common)} of {len(every[metric])} attributes, "
+                             f"without {', '.join(missing)}")
+    return ("; ".join(parts) if parts else "every metric is defined for every attribute in every run") + "."
+
+
 def figures(study: dict) -> dict:
     """The first task's figures, a set per ladder (`ladders`), then Figures 3 and 4 where they apply."""
     import matplotlib
@@ -198,7 +213,8 @@ def figures(study: dict) -> dict:
         names = {lv["level"] for lv in levels}
         cies = [c for c in study["cie"].get(task) or [] if c["level"] in names]
         figs.update({prefix + name: fig for name, fig in
-                     _ladder_figures(levels, cies, study["identities"], " (GMP-PT)" if prefix else "").items()})
+                     _ladder_figures(levels, cies, study["identities"], study["systematic_attributes"][task],
+                                     " (GMP-PT)" if prefix else "").items()})
     rows = single_vs_joint_rows(study, study["identities"][0])
     if rows:
         figs["single_vs_joint"] = single_vs_joint_figure(rows, study["identities"][0])
@@ -219,7 +235,7 @@ def ladders(levels: list[dict]) -> dict[str, list[dict]]:
     return {"": rest, f"{GMP_PT}_": [lv for lv in rest if lv["level"] == "dense"] + pt}
 
 
-def _ladder_figures(levels: list[dict], cies: list[dict], identities: list[str], method: str) -> dict:
+def _ladder_figures(levels: list[dict], cies: list[dict], identities: list[str], common: dict, method: str) -> dict:
     import matplotlib.pyplot as plt
 
     x = np.arange(len(levels))
@@ -228,7 +244,7 @@ def _ladder_figures(levels: list[dict], cies: list[dict], identities: list[str],
 
     fig, axes = plt.subplots(1, len(SYSTEMATIC), figsize=(4.2 * len(SYSTEMATIC), 3.8))
     for ax, (key, title) in zip(axes, SYSTEMATIC):
-        data = [[v for v in lv["per_attribute"][key].values() if v is not None] for lv in levels]
+        data = [[lv["per_attribute"][key][a] for a in common[key]] for lv in levels]  # the means' attributes
         ax.boxplot(data, positions=x, widths=0.6, whis=2.5, flierprops={"markersize": 3})
         ax.plot(x, [np.mean(d) if d else np.nan for d in data], color="black", lw=2.5)
         ax.set_xticks(x, names)

@@ -27,6 +27,7 @@ from .findings import findings
 from .runs import DENSE_SPARSITY, INT8, Run, backdoored, gmp_pt
 
 OVERRIDE_BUDGETS = (0.05, 0.10)
+SYSTEMATIC = ("accuracy", "ece", "interdependence", "tcb", "uncertainty")  # per-attribute metrics of a run
 
 
 def run_attribute_study(out, runs: list[Run], identities=None, speed: bool = True, echo=print) -> dict:
@@ -52,9 +53,11 @@ def run_attribute_study(out, runs: list[Run], identities=None, speed: bool = Tru
         raise SparsebiasError(f"nothing to study in {out}: no run has a dense run of the same task and seed")
     tasks = sorted({p["task"] for p in per_run}, key=lambda t: (t != "joint", t))
     ba_attributes = {t: _ba_means(per_run, t) for t in tasks}
+    systematic_attributes = {t: _systematic_means(per_run, t) for t in tasks}
     clean = [p["identities"] for p in per_run if "backdoor" not in p["identities"]]
     study = {"out": str(out), "runs": per_run, "tasks": tasks,
              "identities": (clean or [per_run[0]["identities"]])[0], "ba_attributes": ba_attributes,
+             "systematic_attributes": systematic_attributes,
              "levels": {t: _levels(per_run, t) for t in tasks},
              "cie": {t: _cies(runs, dense, t) for t in tasks},
              "throughput": _throughput(runs, echo) if speed else []}
@@ -78,10 +81,12 @@ def _throughput(runs, echo, batch_size: int = 64, seconds: float = 3.0) -> list[
 
 
 def _run_summary(report: dict, inputs) -> dict:
-    """Means over attributes of every metric, and per-attribute BA per identity in every variant.
+    """Per-attribute values of every metric and, per identity and variant, of BA; the AUC mean.
 
-    BA means are taken later, over the attributes where BA is defined in every run and
-    variant of the task (`_ba_means`), so that sparsity levels are compared on the same attributes.
+    The other means are taken later, over the attributes where a metric is defined in every run
+    (and variant) of the task (`_systematic_means`, `_ba_means`), so that sparsity levels are
+    compared on the same attributes. AUC is undefined only where the data lack a class: the same
+    attributes in every run.
     """
     comp = report["metrics"]["compressed"]
     views = comp["views"]
@@ -89,14 +94,27 @@ def _run_summary(report: dict, inputs) -> dict:
                     "calibrated": _ba_values(views["calibrated"]["ba"][i])} for i in inputs.identities}
     for identity, per_variant in _override_effect(inputs).items():
         variants[identity].update(per_variant)
-    return {"identities": list(inputs.identities),
-            "accuracy": mean_defined(views["default"]["accuracy"]), "auc": mean_defined(comp["auc"]),
-            "ece": mean_defined(comp["ece"]), "uncertainty": mean_defined(comp["uncertainty"]),
-            "tcb": mean_defined(views["default"]["tcb"]),
-            "interdependence": mean_defined(views["default"]["interdependence"]),
-            "per_attribute": {m: views["default"][m] if m in views["default"] else comp[m]
-                              for m in ("tcb", "ece", "interdependence", "uncertainty", "accuracy")},
+    return {"identities": list(inputs.identities), "auc": mean_defined(comp["auc"]),
+            "per_attribute": {m: views["default"][m] if m in views["default"] else comp[m] for m in SYSTEMATIC},
             "ba_variants": variants}
+
+
+def _systematic_means(per_run: list[dict], task: str) -> dict:
+    """Set each run's mean of every per-attribute metric over the attributes where it is defined in
+    every run of the task; return those attributes per metric.
+
+    A model that predicts a label constant leaves its interdependence undefined; averaging over
+    whatever each model defines would compare the levels on different attributes.
+    """
+    rows = [p for p in per_run if p["task"] == task]
+    common = {}
+    for metric in SYSTEMATIC:
+        defined = [{a for a, v in p["per_attribute"][metric].items() if v is not None} for p in rows]
+        common[metric] = [a for a in rows[0]["per_attribute"][metric] if a in set.intersection(*defined)]
+        for p in rows:
+            values = [p["per_attribute"][metric][a] for a in common[metric]]
+            p[metric] = float(np.mean(values)) if values else None
+    return common
 
 
 def _ba_values(per_attribute: dict) -> dict:
