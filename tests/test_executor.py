@@ -2,6 +2,7 @@
 
 import copy
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -214,6 +215,26 @@ def test_cyclic_linear_restarts_every_cycle(tmp_path):
     lrs, _ = _run(load_recipe(write(tmp_path, CYCLIC)).manager, model, 16)
     assert lrs[:4] == pytest.approx([0.1, 0.07, 0.04, 0.01]) and lrs[4:8] == pytest.approx(lrs[:4])
     assert sum(int((p == 0).sum()) for p in model.parameters() if p.dim() == 2) == round(0.7 * (80 + 32))
+
+
+MULTISTEP = """
+    training_modifiers:
+      - !EpochRangeModifier {start_epoch: 0.0, end_epoch: 3.0}
+      - !LearningRateModifier
+        start_epoch: 0.0
+        end_epoch: -1.0
+        lr_class: MultiStepLR
+        lr_kwargs: {'milestones': [1, 2], 'gamma': 0.1}
+        init_lr: 0.05
+        update_frequency: -1.0
+"""
+
+
+def test_multistep_lr_follows_its_milestones_without_torch_warning_of_a_skipped_step(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lrs, _ = _run(load_recipe(write(tmp_path, MULTISTEP)).manager, _net(), 12)
+    assert lrs == pytest.approx([0.05] * 4 + [0.005] * 4 + [0.0005] * 4)
 
 
 def test_a_manager_rebuilt_from_its_state_continues_identically(tmp_path):

@@ -33,7 +33,7 @@ def compress(recipe, data, attributes, overrides, from_path, name, out_dir, seed
     \b
     Example:
       sparsebias compress --recipe recipes/resnet18_99.yaml
-      sparsebias compress --recipe recipes/resnet18_gmp_pt_95.yaml --from exported/resnet18_dense
+      sparsebias compress --recipe recipes/resnet18_pt_95.yaml --from exported/resnet18_dense
       sparsebias compress --recipe recipes/resnet18_dense.yaml --data celeba:~/data/celeba --attributes Smiling
       sparsebias compress --recipe recipes/resnet18_99.yaml --device cuda --precision bf16
       torchrun --nproc-per-node 4 -m sparsebias compress --recipe recipes/resnet18_99.yaml

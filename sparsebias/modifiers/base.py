@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 
 import torch
 
@@ -258,20 +259,22 @@ class LearningRateModifier(UpdateModifier):
             return
         if self._scheduler is None:
             self._scheduler = self._make_scheduler(optimizer, steps_per_epoch)
-            if hasattr(optimizer, "_step_count"):
-                optimizer._step_count += 1
             if self._resumed is not None:
                 self._scheduler.load_state_dict(self._resumed)
                 self._resumed = None
             else:
                 self._scheduler_steps += round(epoch * steps_per_epoch)
-        if self.lr_class == "CosineAnnealingWarmRestarts":
-            self._scheduler.step(epoch - self.start_epoch if self.start_epoch >= 0.0 else 0.0)
-            return
-        last = self.end_epoch if 0.0 <= self.end_epoch < epoch else epoch
-        global_step = round(last * steps_per_epoch)
-        for _ in range(global_step - self._scheduler_steps):
-            self._scheduler.step()
+        with warnings.catch_warnings():
+            # the schedule follows the global step, set before this step's optimizer.step() as
+            # SparseML's manager does; torch's guess that a step was skipped does not apply
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            if self.lr_class == "CosineAnnealingWarmRestarts":
+                self._scheduler.step(epoch - self.start_epoch if self.start_epoch >= 0.0 else 0.0)
+                return
+            last = self.end_epoch if 0.0 <= self.end_epoch < epoch else epoch
+            global_step = round(last * steps_per_epoch)
+            for _ in range(global_step - self._scheduler_steps):
+                self._scheduler.step()
         self._scheduler_steps = max(self._scheduler_steps, global_step)
 
     def _make_scheduler(self, optimizer, steps_per_epoch: int):
