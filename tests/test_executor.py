@@ -158,6 +158,19 @@ def test_a_name_the_model_lacks_shows_the_nearest(tmp_path):
      "unknown mask_type"),
     ("modifiers:\n  - !LearningRateFunctionModifier\n    lr_func: exp\n    init_lr: 0.1\n    final_lr: 0.0\n"
      "    start_epoch: 0\n    end_epoch: 2\n", "lr_func 'exp' is not one of linear, cosine, cyclic_linear"),
+    # nan passes every comparison that checks a schedule; inf (or 1e400) overflows the epoch count
+    ("modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: .nan\n",
+     "EpochRangeModifier: end_epoch must be a finite number, got nan"),
+    ("modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 1e400\n",
+     "EpochRangeModifier: end_epoch must be a finite number, got inf"),
+    ("n: nan\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: eval(n)\n",
+     "EpochRangeModifier: end_epoch must be a finite number"),
+    ("modifiers:\n  - !GraSPPruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.1\n"
+     "    final_sparsity: 0.5\n    start_epoch: 0\n    end_epoch: 1\n    update_frequency: 1\n    temperature: hot\n",
+     "GraSPPruningModifier: temperature must be a number, got 'hot'"),
+    ("modifiers:\n  - !LotteryPruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.1\n"
+     "    final_sparsity: 0.5\n    start_epoch: 0\n    end_epoch: 1\n    update_frequency: 1\n    rewind_epoch: .nan\n",
+     "LotteryPruningModifier: rewind_epoch must be a finite number, got nan"),
 ])
 def test_refused_in_one_line(tmp_path, text, message):
     with pytest.raises(SparsebiasError, match=message) as caught:

@@ -33,7 +33,7 @@ class Modifier:
     end_comparator: int | None = 0
 
     def __init__(self, start_epoch: float = -1.0, end_epoch: float = -1.0):
-        self.start_epoch, self.end_epoch = _number(self, "start_epoch", start_epoch), _number(self, "end_epoch", end_epoch)
+        self.start_epoch, self.end_epoch = number(self, "start_epoch", start_epoch), number(self, "end_epoch", end_epoch)
         self._validate_schedule()
         self.initialized = False
         self.started = self.ended = False
@@ -95,7 +95,7 @@ class UpdateModifier(Modifier):
 
     def __init__(self, start_epoch: float = -1.0, end_epoch: float = -1.0, update_frequency: float = -1.0):
         super().__init__(start_epoch, end_epoch)
-        self.update_frequency = _number(self, "update_frequency", update_frequency)
+        self.update_frequency = number(self, "update_frequency", update_frequency)
         if self.update_frequency < -1:
             raise RecipeError(f"{type(self).__name__}: update_frequency must be -1 or positive")
         self.last_update_epoch = -1.0
@@ -145,7 +145,7 @@ class SetLearningRateModifier(Modifier):
     def __init__(self, learning_rate: float, param_groups: list | None = None, start_epoch: float = -1.0,
                  end_epoch: float = -1.0, constant_logging: bool = False):
         super().__init__(start_epoch, -1.0)
-        self.learning_rate = _number(self, "learning_rate", learning_rate)
+        self.learning_rate = number(self, "learning_rate", learning_rate)
         if not 0.0 < self.learning_rate <= 1.0:
             raise RecipeError(f"SetLearningRateModifier: learning_rate must be in (0, 1], got {self.learning_rate}")
         self.param_groups = param_groups
@@ -179,8 +179,8 @@ class LearningRateFunctionModifier(UpdateModifier):
             raise RecipeError(f"LearningRateFunctionModifier: lr_func {lr_func!r} is not one of "
                               f"{', '.join(self.FUNCTIONS)}")
         self.lr_func, self.param_groups = lr_func, param_groups
-        self.init_lr, self.final_lr = _number(self, "init_lr", init_lr), _number(self, "final_lr", final_lr)
-        self.cycle_epochs = _number(self, "cycle_epochs", cycle_epochs)
+        self.init_lr, self.final_lr = number(self, "init_lr", init_lr), number(self, "final_lr", final_lr)
+        self.cycle_epochs = number(self, "cycle_epochs", cycle_epochs)
         for key in ("init_lr", "final_lr"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise RecipeError(f"LearningRateFunctionModifier: {key} must be in [0, 1], got {getattr(self, key)}")
@@ -236,7 +236,7 @@ class LearningRateModifier(UpdateModifier):
         if missing:
             raise RecipeError(f"LearningRateModifier: {lr_class} needs {missing[0]} in lr_kwargs")
         self.lr_class, self.lr_kwargs = lr_class, dict(lr_kwargs)
-        self.init_lr = _number(self, "init_lr", init_lr)
+        self.init_lr = number(self, "init_lr", init_lr)
         if not 0.0 < self.init_lr <= 1.0:
             raise RecipeError(f"LearningRateModifier: init_lr must be in (0, 1], got {self.init_lr}")
         if lr_class == "MultiStepLR":
@@ -305,7 +305,7 @@ class SetWeightDecayModifier(Modifier):
     def __init__(self, weight_decay: float, start_epoch: float = -1.0, param_groups: list | None = None,
                  end_epoch: float = -1.0, constant_logging: bool = False):
         super().__init__(start_epoch, -1.0)
-        self.weight_decay = _number(self, "weight_decay", weight_decay)
+        self.weight_decay = number(self, "weight_decay", weight_decay)
         self.param_groups = param_groups
 
     def update(self, module, optimizer, epoch, steps_per_epoch):
@@ -314,10 +314,15 @@ class SetWeightDecayModifier(Modifier):
                 group["weight_decay"] = self.weight_decay
 
 
-def _number(modifier, key: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise RecipeError(f"{type(modifier).__name__}: {key} must be a number, got {value!r}")
+def number(modifier, key: str, value) -> float:
+    """A modifier's numeric field as a finite float: nan or inf would pass every comparison
+    that validates a schedule (nan) or break the epoch count later (inf)."""
     try:
-        return float(value)
-    except ValueError:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        result = float(value)
+    except (ValueError, OverflowError):
         raise RecipeError(f"{type(modifier).__name__}: {key} must be a number, got {value!r}") from None
+    if not math.isfinite(result):
+        raise RecipeError(f"{type(modifier).__name__}: {key} must be a finite number, got {value!r}")
+    return result

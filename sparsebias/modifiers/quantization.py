@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..core.int8 import INT8_MAX, UINT8_MAX, QParams
-from .base import Modifier, RecipeError, _number
+from .base import Modifier, RecipeError, number
 
 AVERAGING_CONSTANT = 0.01
 SCHEME = {"input_activations": {"num_bits": 8, "symmetric": False},
@@ -424,7 +424,7 @@ def _check_scheme(scheme) -> dict:
 def _optional_epoch(modifier, key: str, value) -> float | None:
     if value is None:
         return None
-    epoch = _number(modifier, key, value)
+    epoch = number(modifier, key, value)
     if epoch < modifier.start_epoch:
         raise RecipeError(f"QuantizationModifier: {key} {epoch:g} is before start_epoch {modifier.start_epoch:g}")
     return epoch

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ..modifiers.base import RecipeError, number
 from .scored import ScoredPruningModifier
 
 
@@ -63,9 +64,9 @@ class GraSPPruningModifier(ScoredPruningModifier):
                  temperature: float = 200.0):
         super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
                          inter_func, leave_enabled, global_sparsity, num_batches)
-        if not temperature > 0:
-            raise ValueError(f"GraSPPruningModifier: temperature must be positive, got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = number(self, "temperature", temperature)
+        if not self.temperature > 0:
+            raise RecipeError(f"GraSPPruningModifier: temperature must be positive, got {temperature!r}")
 
     def scores(self):
         data, t = self._score_data, self.temperature
@@ -98,10 +99,10 @@ class LotteryPruningModifier(ScoredPruningModifier):
                  leave_enabled=True, global_sparsity=None, rewind_epoch: float = 0.0):
         super().__init__(params, init_sparsity, final_sparsity, start_epoch, end_epoch, update_frequency,
                          "linear", leave_enabled, global_sparsity)
-        if rewind_epoch > max(start_epoch, 0):
-            raise ValueError(f"LotteryPruningModifier: rewind_epoch {rewind_epoch} is after pruning starts "
-                             f"(start_epoch {start_epoch})")
-        self.rewind_epoch = float(rewind_epoch)
+        self.rewind_epoch = number(self, "rewind_epoch", rewind_epoch)
+        if self.rewind_epoch > max(self.start_epoch, 0):
+            raise RecipeError(f"LotteryPruningModifier: rewind_epoch {rewind_epoch} is after pruning starts "
+                              f"(start_epoch {start_epoch})")
         self._rewind_state = None
         self._pruned_now = False
 
