@@ -9,6 +9,7 @@ run by sparsebias's executor, plus sparsebias's pruning methods (sparsebias.prun
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,11 +173,12 @@ def _check_settings(path: Path, s: dict) -> None:
     for key in ("image_size", "batch_size"):
         if isinstance(s[key], float) and s[key].is_integer():
             s[key] = int(s[key])
-        if not isinstance(s[key], int) or s[key] < 1:
+        if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 1:
             raise SparsebiasError(f"{path}: {key} must be a positive integer, got {s[key]!r}")
     for key in ("init_lr", "momentum", "weight_decay"):
-        if not isinstance(s[key], (int, float)) or s[key] < 0:
-            raise SparsebiasError(f"{path}: {key} must be a non-negative number, got {s[key]!r}")
+        value = s[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+            raise SparsebiasError(f"{path}: {key} must be a finite non-negative number, got {value!r}")
 
 
 def _check_schedules(recipe: Recipe) -> None:
