@@ -4,7 +4,8 @@ Each variant runs the training step `sparsebias compress` runs: batches from the
 (`data.loader`: uint8 slices of a memory-mapped split, pinned and prefetched by workers
 for a GPU), flipped and normalised on the device, channels_last (`--memory-formats` also
 times NCHW, the layout before issue 14), autocast at the
-precision asked, 40 BCE outputs, SGD with momentum, and a global magnitude pruning
+precision asked, 40 BCE outputs, SGD with momentum (fused kernels where the device has them;
+`--optimizer-kernels fused,loop` also times torch's per-tensor loop), and a global magnitude pruning
 modifier holding 90% masks (the masks' hooks and re-masking after each step are part of
 the cost), and on a CPU the convolutions on small maps as products over patches
 (`training.small_maps`; `--small-maps both` times torch's convolutions beside them). The
@@ -18,6 +19,7 @@ reports the global images/s.
     python bench/training_speed.py --processes 1,2                   # also 2 processes (DDP) on this machine
     python bench/training_speed.py --small-maps both                 # small maps: products, and torch's
     python bench/training_speed.py --memory-formats contiguous,channels_last   # also NCHW, the step before issue 14
+    python bench/training_speed.py --optimizer-kernels loop,fused    # SGD's per-tensor loop beside its fused step
 
 Writes bench/results/training_speed_<device>.json and prints a Markdown table, with, for a
 GPU, the hours the paper's schedule (160,000 images x 100 epochs) would take at that speed.
@@ -50,6 +52,7 @@ from sparsebias.core.files import markdown_table
 from sparsebias.data.loader import augment, train_loader
 from sparsebias.pruning import GlobalMagnitudePruningModifier
 from sparsebias.recipes import RecipeManager
+from sparsebias.training.loop import make_optimizer
 from sparsebias.training.models import build_model
 from sparsebias.training.small_maps import resolve_small_maps, small_maps_as_products
 
@@ -75,13 +78,14 @@ class Trainer:
     """One variant's model, optimizer, masks and loader, ready to time steps."""
 
     def __init__(self, device, precision, size, batch, small_maps="product", memory_format="channels_last",
-                 ranks=Ranks.single()):
+                 kernels="fused", ranks=Ranks.single()):
         self.device, self.precision, self.ranks = device, precision, ranks
         self.small_maps = small_maps
         self.memory_format = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
         torch.manual_seed(0)
         self.model = build_model("resnet18", 40).to(device, memory_format=self.memory_format)
-        optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        optimizer = make_optimizer(self.model, {"optimizer": "sgd", "init_lr": 0.01, "momentum": 0.9,
+                                                "weight_decay": 1e-4}, fused=None if kernels == "fused" else False)
         pruning = GlobalMagnitudePruningModifier(0.9, 0.9, 0.0, 0.0, -1.0,
                                                  params=["re:layer.*\\.(conv\\d|downsample\\.0)\\.weight"])
         self.loader = train_loader(RandomImages(IMAGES, size), batch, 0, device, ranks.rank, ranks.world)
@@ -148,8 +152,8 @@ def matmul_seconds(device, precision, steps: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def _rank_main(local_rank, world, port, device_spec, precision, size, batch, small_maps, memory_format, steps, rounds,
-               out):
+def _rank_main(local_rank, world, port, device_spec, precision, size, batch, small_maps, memory_format, kernels, steps,
+               rounds, out):
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if device_spec == "cpu":
@@ -157,21 +161,22 @@ def _rank_main(local_rank, world, port, device_spec, precision, size, batch, sma
     ranks = Ranks.from_env()
     device = resolve_device(device_spec, ranks.local_rank)
     ranks.start(device)
-    trainer = Trainer(device, precision, size, batch, small_maps, memory_format, ranks)
+    trainer = Trainer(device, precision, size, batch, small_maps, memory_format, kernels, ranks)
     times = [trainer.time_steps(steps) for _ in range(rounds)]
     if ranks.main:
         Path(out).write_text(json.dumps(times))
     ranks.stop()
 
 
-def multi_process(world, device, precision, size, batch, small_maps, memory_format, steps, rounds) -> list[float]:
+def multi_process(world, device, precision, size, batch, small_maps, memory_format, kernels, steps,
+                  rounds) -> list[float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "times.json"
         torch.multiprocessing.spawn(_rank_main, args=(world, port, device.type, precision, size, batch, small_maps,
-                                                      memory_format, steps, rounds, str(out)), nprocs=world)
+                                                      memory_format, kernels, steps, rounds, str(out)), nprocs=world)
         return json.loads(out.read_text())
 
 
@@ -188,6 +193,8 @@ def main():
                     help="CPU convolutions on small maps: as products over patches (what compress runs), torch's, or both")
     ap.add_argument("--memory-formats", default="channels_last",
                     help="channels_last (what compress runs) and/or contiguous (NCHW), comma-separated")
+    ap.add_argument("--optimizer-kernels", default="fused",
+                    help="fused (what compress runs where the device has them) and/or loop (torch's per-tensor step)")
     ap.add_argument("--out", type=Path, help="default: bench/results/training_speed_<device type>.json")
     args = ap.parse_args()
 
@@ -197,18 +204,21 @@ def main():
     formats = args.memory_formats.split(",")
     if not set(formats) <= {"channels_last", "contiguous"}:
         ap.error(f"--memory-formats: channels_last and/or contiguous, not {args.memory_formats!r}")
-    variants = [(resolve_precision(p, device), int(s), int(b), int(w), m, f)
+    kernels = args.optimizer_kernels.split(",")
+    if not set(kernels) <= {"fused", "loop"}:
+        ap.error(f"--optimizer-kernels: fused and/or loop, not {args.optimizer_kernels!r}")
+    variants = [(resolve_precision(p, device), int(s), int(b), int(w), m, f, k)
                 for w in args.processes.split(",") for s in args.sizes.split(",")
                 for b in args.batches.split(",") for p in args.precisions.split(",") for m in small_maps
-                for f in formats]
-    single = {v: Trainer(device, v[0], v[1], v[2], v[4], v[5]) for v in variants if v[3] == 1}
+                for f in formats for k in kernels]
+    single = {v: Trainer(device, *v[:3], *v[4:]) for v in variants if v[3] == 1}
     times = {v: [] for v in variants}
     precisions = sorted({v[0] for v in variants})
     ceiling = {p: [] for p in precisions}
     for r in range(args.rounds):
         for v, trainer in single.items():
             times[v].append(trainer.time_steps(args.steps))
-            print(f"round {r + 1}/{args.rounds}  {v[0]} {v[1]}px batch {v[2]} {v[4]} {v[5]}: "
+            print(f"round {r + 1}/{args.rounds}  {v[0]} {v[1]}px batch {v[2]} {v[4]} {v[5]} {v[6]}: "
                   f"{v[2] / times[v][-1]:8.1f} images/s", flush=True)
         for p in precisions:
             ceiling[p].append(matmul_seconds(device, p, args.steps))
@@ -217,11 +227,11 @@ def main():
     for v in variants:
         if v[3] > 1:
             times[v] = multi_process(v[3], device, *v[:3], *v[4:], args.steps, args.rounds)
-            print(f"{v[3]} processes  {v[0]} {v[1]}px batch {v[2]} {v[4]} {v[5]}: "
+            print(f"{v[3]} processes  {v[0]} {v[1]}px batch {v[2]} {v[4]} {v[5]} {v[6]}: "
                   f"{v[2] / statistics.median(times[v]):8.1f} images/s")
 
     rows, first = [], variants[0]
-    for (precision, size, batch, world, maps, memory_format), t in times.items():
+    for (precision, size, batch, world, maps, memory_format, kernel), t in times.items():
         per_s = batch / statistics.median(t)
         ratio = None
         if world == 1 == first[3]:   # against the first variant's images/s in the same round: those rounds interleave
@@ -230,7 +240,8 @@ def main():
                      "range": [round(min(paired), 3), round(max(paired), 3)]}
         step_gflops = per_s * step_flops[size] / 1e9
         rows.append({"device": describe(device), "precision": precision, "size": size, "batch": batch,
-                     "processes": world, "small_maps": maps, "memory_format": memory_format, "images_per_s": round(per_s, 1),
+                     "processes": world, "small_maps": maps, "memory_format": memory_format,
+                     "optimizer_kernels": kernel, "images_per_s": round(per_s, 1),
                      "paper_schedule_hours": round(PAPER_IMAGES / per_s / 3600, 2),
                      "step_gflops_per_s": round(step_gflops, 1),
                      "matmul_gflops_per_s": round(matmul_gflops[precision], 1),
@@ -252,10 +263,11 @@ def main():
     out.write_text(json.dumps(record, indent=2) + "\n")
     def versus_first(ratio):
         return "{median} ({range[0]}-{range[1]})".format(**ratio) if ratio else "-"
-    print(markdown_table(["device", "precision", "px", "batch", "processes", "small maps", "memory", "images/s",
+    print(markdown_table(["device", "precision", "px", "batch", "processes", "small maps", "memory", "optimizer",
+                          "images/s",
                           "paper schedule (h)", "step GFLOP/s", "matmul GFLOP/s", "share", "vs first (range)"],
                          [[r["device"], r["precision"], r["size"], r["batch"], r["processes"], r["small_maps"],
-                           r["memory_format"], r["images_per_s"], r["paper_schedule_hours"], r["step_gflops_per_s"],
+                           r["memory_format"], r["optimizer_kernels"], r["images_per_s"], r["paper_schedule_hours"], r["step_gflops_per_s"],
                            r["matmul_gflops_per_s"], r["share_of_matmul"], versus_first(r["vs_first_variant"])]
                           for r in rows]))
     print(f"wrote {out}")
