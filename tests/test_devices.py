@@ -110,3 +110,31 @@ def test_every_pruning_method_trains_on_a_gpu(repo, tmp_path, method):
     assert bundle.manifest["training"]["device"].startswith("cuda:")
     assert bundle.manifest["sparsity"]["overall"] > 0.5
     assert np.isfinite(bundle.split("test")["logits"]).all()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_fused_optimizer_step_is_the_loops(optimizer):
+    """compress's optimizer runs fused kernels on the CPU, whose weights are the per-tensor
+    loop's to rounding (bitwise for resnet18's SGD here, not for every shape)."""
+    import copy
+
+    from sparsebias.training.loop import make_optimizer
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    x, y = torch.randn(6, 3, 8, 8), torch.rand(6, 4).round()
+    base(x)
+    settings = {"optimizer": optimizer, "init_lr": 0.1 if optimizer == "sgd" else 1e-3, "momentum": 0.9,
+                "weight_decay": 1e-4}
+    weights = []
+    for fused in (None, False):
+        model = copy.deepcopy(base)
+        opt = make_optimizer(model, settings, fused=fused)
+        assert opt.defaults["fused"] is (fused is None)
+        for _ in range(4):
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+            opt.step()
+        weights.append(list(model.parameters()))
+    for a, b in zip(*weights):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -71,9 +71,8 @@ def predict_logits(model: nn.Module, dataset: FaceImages, device: torch.device =
 
 def make_optimizer(model: nn.Module, settings: dict, fused: bool | None = None) -> torch.optim.Optimizer:
     """The run's SGD (with momentum) or Adam. `fused` (default: where the device has the kernels)
-    updates every weight in one pass instead of one per tensor: on a CPU SGD's step is bitwise
-    the loop's and about 3x faster, Adam's equal to rounding and about 4x faster
-    (`bench/results/training.md`)."""
+    updates every weight in one pass instead of one per tensor: the loop's weights to rounding,
+    the optimizer step 3-4x faster on a CPU (`bench/results/training.md`)."""
     params = list(model.parameters())
     if fused is None:
         fused = params[0].device.type in ("cpu", "cuda")
