@@ -97,10 +97,10 @@ def test_study_is_built_from_the_per_run_audits(tiny_sweep):
     assert all(b[name]["value"] is not None for b in ba for name in common)
     male = [np.mean([b[name]["value"] for name in common]) for b in ba]
     assert level["ba"]["Male"]["mean"] == pytest.approx(np.mean(male))
-    inter = [json.loads(path.read_text())["metrics"]["compressed"]["views"]["default"]["interdependence"]
-             for path in sorted((tiny_sweep / "audits").glob("*.json"))]
+    every_run = [json.loads(path.read_text())["metrics"]["compressed"]["views"]["default"]["interdependence"]
+                 for path in sorted((tiny_sweep / "audits").glob("*.json"))]
     common = study["systematic_attributes"]["joint"]["interdependence"]
-    assert set(common) == {name for name in inter[0] if all(i[name] is not None for i in inter)}
+    assert set(common) == {name for name in every_run[0] if all(i[name] is not None for i in every_run)}
     inter = [a["metrics"]["compressed"]["views"]["default"]["interdependence"] for a in audits]
     assert level["interdependence"]["mean"] == pytest.approx(np.mean([np.mean([i[a] for a in common]) for i in inter]))
     dense_vs_itself = json.loads((tiny_sweep / "audits" / "resnet18_dense-s0.json").read_text())

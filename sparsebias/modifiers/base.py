@@ -257,24 +257,29 @@ class LearningRateModifier(UpdateModifier):
             return
         if self.end_epoch >= 0.0 and abs(self.end_epoch - epoch) <= sys.float_info.epsilon:
             return
-        if self._scheduler is None:
-            self._scheduler = self._make_scheduler(optimizer, steps_per_epoch)
-            if self._resumed is not None:
-                self._scheduler.load_state_dict(self._resumed)
-                self._resumed = None
-            else:
-                self._scheduler_steps += round(epoch * steps_per_epoch)
+        if self._scheduler is not None:
+            self._advance(epoch, steps_per_epoch)
+            return
+        self._scheduler = self._make_scheduler(optimizer, steps_per_epoch)
+        if self._resumed is not None:
+            self._scheduler.load_state_dict(self._resumed)
+            self._resumed = None
+        else:
+            self._scheduler_steps += round(epoch * steps_per_epoch)
         with warnings.catch_warnings():
-            # the schedule follows the global step, set before this step's optimizer.step() as
-            # SparseML's manager does; torch's guess that a step was skipped does not apply
+            # torch checks a new scheduler's first step only: the schedule follows the global step,
+            # set before this step's optimizer.step() as SparseML's manager does, so none was skipped
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-            if self.lr_class == "CosineAnnealingWarmRestarts":
-                self._scheduler.step(epoch - self.start_epoch if self.start_epoch >= 0.0 else 0.0)
-                return
-            last = self.end_epoch if 0.0 <= self.end_epoch < epoch else epoch
-            global_step = round(last * steps_per_epoch)
-            for _ in range(global_step - self._scheduler_steps):
-                self._scheduler.step()
+            self._advance(epoch, steps_per_epoch)
+
+    def _advance(self, epoch: float, steps_per_epoch: int) -> None:
+        if self.lr_class == "CosineAnnealingWarmRestarts":
+            self._scheduler.step(epoch - self.start_epoch if self.start_epoch >= 0.0 else 0.0)
+            return
+        last = self.end_epoch if 0.0 <= self.end_epoch < epoch else epoch
+        global_step = round(last * steps_per_epoch)
+        for _ in range(global_step - self._scheduler_steps):
+            self._scheduler.step()
         self._scheduler_steps = max(self._scheduler_steps, global_step)
 
     def _make_scheduler(self, optimizer, steps_per_epoch: int):

@@ -107,13 +107,9 @@ def _systematic_means(per_run: list[dict], task: str) -> dict:
     whatever each model defines would compare the levels on different attributes.
     """
     rows = [p for p in per_run if p["task"] == task]
-    common = {}
-    for metric in SYSTEMATIC:
-        defined = [{a for a, v in p["per_attribute"][metric].items() if v is not None} for p in rows]
-        common[metric] = [a for a in rows[0]["per_attribute"][metric] if a in set.intersection(*defined)]
-        for p in rows:
-            values = [p["per_attribute"][metric][a] for a in common[metric]]
-            p[metric] = float(np.mean(values)) if values else None
+    common = {m: _defined_in_all([p["per_attribute"][m] for p in rows]) for m in SYSTEMATIC}
+    for p in rows:
+        p.update({m: _mean_over(p["per_attribute"][m], common[m]) for m in SYSTEMATIC})
     return common
 
 
@@ -124,19 +120,24 @@ def _ba_values(per_attribute: dict) -> dict:
 def _ba_means(per_run: list[dict], task: str) -> dict:
     """Set each run's mean BA per identity and variant over the task's common attributes; return them."""
     rows = [p for p in per_run if p["task"] == task]
-    common = {}
-    for identity in rows[0]["ba_variants"]:
-        sets = [{a for a, v in values.items() if v is not None}
-                for p in rows for values in p["ba_variants"][identity].values()]
-        common[identity] = sorted(set.intersection(*sets))
+    common = {i: _defined_in_all([values for p in rows for values in p["ba_variants"][i].values()])
+              for i in rows[0]["ba_variants"]}
     for p in rows:
         p["ba"], p["ba_calibrated"], p["ba_overrides"] = {}, {}, {}
         for identity, per_variant in p["ba_variants"].items():
-            means = {k: float(np.mean([values[a] for a in common[identity]])) if common[identity] else None
-                     for k, values in per_variant.items()}
+            means = {k: _mean_over(values, common[identity]) for k, values in per_variant.items()}
             p["ba"][identity], p["ba_calibrated"][identity] = means.pop("default"), means.pop("calibrated")
             p["ba_overrides"][identity] = means
     return common
+
+
+def _defined_in_all(dicts: list[dict]) -> list[str]:
+    """The names, sorted, whose value is defined (not None) in every {name: value} dict."""
+    return sorted(set.intersection(*({a for a, v in d.items() if v is not None} for d in dicts)))
+
+
+def _mean_over(values: dict, names: list[str]):
+    return float(np.mean([values[a] for a in names])) if names else None
 
 
 def _override_effect(inputs) -> dict:
