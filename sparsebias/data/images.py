@@ -28,24 +28,46 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 DECODE_CHUNK = 256
 MAX_PIXELS = 50_000_000   # 40x a CelebA original; a face photograph never needs more
+ORIENTATION_TAG = 0x0112
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}   # EXIF orientation -> the transpose that shows the image upright
+DECODER = 2   # in the cache key: arrays decoded before EXIF orientation and 16-bit scaling are rebuilt
 
 
 def read_rgb(path) -> Image.Image:
-    """An image file as RGB pixels, or a SparsebiasError naming it.
+    """An image file as RGB pixels, upright, or a SparsebiasError naming it.
 
     The header's size is checked before any pixel is decoded: a small file that claims
-    a huge image (a decompression bomb) is refused instead of filling memory."""
+    a huge image (a decompression bomb) is refused instead of filling memory. A camera's
+    EXIF orientation is applied, so a phone photo is seen the way it is shown; 16-bit
+    grey levels are scaled to 8 bits (PIL's own conversion would clip them to white)."""
     try:
-        with warnings.catch_warnings():   # PIL's own warning on opening a large image: the check below decides
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-        with img:
+        # PIL warns on large images (the check below decides) and on corrupt metadata (the pixels do)
+        with warnings.catch_warnings(action="ignore"), Image.open(path) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise SparsebiasError(f"cannot read image {path}: {img.width}x{img.height} pixels is more than "
                                       f"{MAX_PIXELS:,} (a decompression bomb?)")
-            return img.convert("RGB")
+            if img.mode == "F":
+                raise SparsebiasError(f"cannot read image {path}: floating-point pixels have no agreed range; "
+                                      "save it with 8 or 16 bits per channel")
+            transpose = UPRIGHT.get(_orientation(img))
+            upright = img.transpose(transpose) if transpose is not None else img
+            if upright.mode.startswith("I"):   # I;16, I;16B, I: 16-bit grey levels
+                levels = np.asarray(upright, dtype=np.float64) / 257.0
+                upright = Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8))
+            return upright.convert("RGB")
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as e:
         raise SparsebiasError(f"cannot read image {path}: {first_line(e)}") from None
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag, 1 (as stored) when absent or unreadable: the tag is
+    metadata beside valid pixels, and a corrupt block must not lose the image."""
+    try:
+        return int(img.getexif().get(ORIENTATION_TAG, 1))
+    except Exception:   # PIL's EXIF parser raises struct, type and value errors of its own
+        return 1
 
 
 def load_image(path, size: int) -> np.ndarray:
@@ -100,7 +122,7 @@ def cache_key(table: FaceAttributes, ids: np.ndarray, size: int) -> str:
     label_file = table.root / table.source
     stat = label_file.stat() if label_file.exists() else None
     h = hashlib.sha256()
-    h.update(f"{table.image_dir.resolve()}|{size}|{stat and (stat.st_size, stat.st_mtime_ns)}|".encode())
+    h.update(f"{DECODER}|{table.image_dir.resolve()}|{size}|{stat and (stat.st_size, stat.st_mtime_ns)}|".encode())
     h.update("\n".join(map(str, ids)).encode())
     return h.hexdigest()[:24]
 

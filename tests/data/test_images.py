@@ -118,3 +118,40 @@ def test_chunks_fork_only_from_a_process_with_no_other_thread():
     finally:
         release.set()
         other.join()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored sideways with orientation 6 ("rotate 90 clockwise to show") is
+    read as it is shown: the same pixels as the upright image."""
+    upright = np.zeros((32, 16, 3), dtype=np.uint8)
+    upright[:16] = 255                                   # white top half
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)   # 16 high, 32 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.png", exif=exif)
+    got = load_image(tmp_path / "phone.png", 16)         # rows 8-23 of the upright image
+    np.testing.assert_array_equal(got[:, :8], 255)
+    np.testing.assert_array_equal(got[:, 8:], 0)
+
+
+def test_sixteen_bit_grey_levels_are_scaled_not_clipped(tmp_path):
+    levels = np.array([[0, 257, 32896, 65535]], dtype=np.uint16).repeat(4, axis=0)
+    Image.fromarray(levels).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    got = load_image(tmp_path / "grey16.png", 4)
+    np.testing.assert_array_equal(got[:, 0], [[0, 1, 128, 255]] * 3)
+
+
+def test_floating_point_pixels_are_refused(tmp_path):
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(SparsebiasError, match=r"float\.tif: floating-point pixels"):
+        load_image(tmp_path / "float.tif", 8)
+
+
+def test_cache_key_names_the_decoder(celeba, monkeypatch):
+    """Arrays decoded by an older reader (before EXIF orientation, say) are not reused."""
+    table = read_celeba(celeba)
+    ids = table.ids[table.split("train")]
+    before = images_module.cache_key(table, ids, 16)
+    monkeypatch.setattr(images_module, "DECODER", images_module.DECODER + 1)
+    assert images_module.cache_key(table, ids, 16) != before
