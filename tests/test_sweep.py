@@ -276,3 +276,21 @@ def test_int8_rungs_are_studied_beside_their_fp32_levels(tiny_sweep, repo, tmp_p
     sparsebias.sweep([repo / "recipes/resnet18_90.yaml"], tiny_sweep, seeds=2, overrides=TINY, int8=True, speed=False,
                      echo=again.append)
     assert not [s for s in again if s.startswith("quantizing")]   # made once
+
+
+def test_a_run_begun_with_other_settings_is_refused(repo, tmp_path):
+    """`--quick` (or another --set) into a folder whose runs were trained otherwise would count
+    them as done and study them under the new budget's name: refused, nothing written."""
+    from sparsebias.study.jobs import _check_same_settings, _write_plan
+
+    full = plan(recipes(repo, "resnet18_dense"), 1, overrides={"num_epochs": 32})
+    _write_plan(full, tmp_path)
+    (tmp_path / "bundles" / ".work" / full[0].name).mkdir(parents=True)
+    (tmp_path / "bundles" / ".work" / full[0].name / "run.json").write_text("{}")
+    plan_file = (tmp_path / "sweep.json").read_text()
+    quick = plan(recipes(repo, "resnet18_dense"), 1, quick=True)
+    with pytest.raises(SparsebiasError, match=r"run resnet18_dense-s0 was planned there with settings "
+                                              r"num_epochs=32; this sweep asks for num_epochs=7 \(sweep into"):
+        run_sweep(quick, tmp_path)
+    assert (tmp_path / "sweep.json").read_text() == plan_file
+    _check_same_settings(plan(recipes(repo, "resnet18_dense"), 1, overrides={"num_epochs": 32.0}), tmp_path)

@@ -136,6 +136,7 @@ def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None
     `identities`, those the study will audit, are checked against the data with the labels first."""
     out = Path(out)
     states = [state(j, out) for j in jobs]  # each check verifies a bundle's hashes: once per job
+    _check_same_settings([j for j, s in zip(jobs, states) if s != "new"], out)
     pending = [j for j, s in zip(jobs, states) if s != "done"]
     _check_names(pending, identities, local=not ray_address)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +152,27 @@ def run_sweep(jobs: list[Job], out, *, workers: int = 1, ray_address: str | None
                       out, echo, progress)
     with _pool(workers) as pool:
         return _drive(pending, _in_pool(pool, out, max(1, (os.cpu_count() or 1) // workers)), out, echo, progress)
+
+
+def _check_same_settings(started: list[Job], out: Path) -> None:
+    """Refuse a sweep that asks for a run OUT already holds, trained or begun, with other
+    settings (`--quick` into a full sweep's folder, another `--set`): it would be counted as
+    done, or fail to resume, and the study would mix budgets under one name."""
+    if not started or not (out / "sweep.json").is_file():
+        return
+    recorded = {j.name: j for j in read_plan(out)}
+    for job in started:
+        before = recorded.get(job.name)
+        if before is None:
+            continue
+        for what, old, new, shown in (
+                ("settings", before.overrides, job.overrides,
+                 lambda v: ", ".join(f"{k}={v[k]}" for k in sorted(v)) or "the recipe's defaults"),
+                ("attributes", before.attributes, job.attributes, lambda v: ",".join(v or ["every label"])),
+                ("start", before.start_from, job.start_from, lambda v: v or "random initialisation")):
+            if old != new:
+                raise SparsebiasError(f"{out}: run {job.name} was planned there with {what} {shown(old)}; "
+                                      f"this sweep asks for {shown(new)} (sweep into another --out)")
 
 
 def _check_names(jobs: list[Job], identities=None, local: bool = True) -> None:
