@@ -113,8 +113,9 @@ class ReplayProgress:
 
 
 def progress_bar(**kwargs):
-    """A tqdm bar and a `progress(done, total, what)` callback that moves it."""
-    bar = _tqdm()(leave=False, **kwargs)
+    """A tqdm bar and a `progress(done, total, what)` callback that moves it. The bar waits
+    half a second before it first shows, so input refused at once prints only its error."""
+    bar = _tqdm()(leave=False, delay=0.5, **kwargs)
 
     def progress(done, total, what=None):
         bar.total = total
