@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from ..core.errors import SparsebiasError, first_line
 from . import cache_dir
@@ -28,7 +28,6 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 DECODE_CHUNK = 256
 MAX_PIXELS = 50_000_000   # 40x a CelebA original; a face photograph never needs more
-ORIENTATION_TAG = 0x0112
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
            8: Image.Transpose.ROTATE_90}   # EXIF orientation -> the transpose that shows the image upright
@@ -65,7 +64,7 @@ def _orientation(img: Image.Image) -> int:
     """The EXIF orientation tag, 1 (as stored) when absent or unreadable: the tag is
     metadata beside valid pixels, and a corrupt block must not lose the image."""
     try:
-        return int(img.getexif().get(ORIENTATION_TAG, 1))
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1))
     except Exception:   # PIL's EXIF parser raises struct, type and value errors of its own
         return 1
 
