@@ -280,3 +280,38 @@ def test_a_state_of_another_recipe_is_refused_in_one_line(tmp_path):
     sparseml_style = {"GlobalMagnitudePruningModifier-3f2a": {"0.weight.sparsity_mask": torch.ones(16, 5)}}
     with pytest.raises(SparsebiasError, match="recipe state does not fit this recipe.*without --resume"):
         manager.load_state_dict(sparseml_style)
+
+
+def test_pruned_weights_keep_no_optimizer_state_and_the_kept_weights_train_as_before(tmp_path, monkeypatch):
+    """A decaying momentum of a pruned weight stalls at float32's smallest denormals, which
+    slow every CPU step; it is zeroed at each mask change instead, which moves no kept weight."""
+    path = write(tmp_path, CYCLIC)
+    model, manager = _net(), load_recipe(path).manager
+    _, optimizer = _run(manager, model, 16)
+    pruning = next(m for m in manager.modifiers if m.masks)
+    pruned = [(optimizer.state[p]["momentum_buffer"], m == 0) for p, m in zip(pruning.parameters, pruning.masks)]
+    assert sum(int(gone.sum()) for _, gone in pruned) == round(0.7 * (80 + 32))
+    assert all(torch.equal(buffer[gone], torch.zeros_like(buffer[gone])) for buffer, gone in pruned)
+    assert all(bool((buffer[~gone] != 0).all()) for buffer, gone in pruned)
+
+    monkeypatch.setattr(type(pruning), "_zero_pruned_state", lambda self, optimizer: None)
+    unchanged = _net()
+    _run(load_recipe(path).manager, unchanged, 16)
+    for a, b in zip(model.parameters(), unchanged.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_resumed_run_drops_the_denormal_state_an_older_checkpoint_holds(tmp_path):
+    path = write(tmp_path, CYCLIC)
+    first, manager = _net(), load_recipe(path).manager
+    _, optimizer = _run(manager, first, 16)
+    state, optimizer_state = copy.deepcopy(manager.state_dict()), copy.deepcopy(optimizer.state_dict())
+    pruning = next(m for m in manager.modifiers if m.masks)
+    for index, mask in zip(optimizer_state["state"], pruning.masks):
+        if optimizer_state["state"][index]["momentum_buffer"].shape == mask.shape:
+            optimizer_state["state"][index]["momentum_buffer"][mask == 0] = 5.6e-45   # 4 x the smallest denormal
+    resumed = _net()
+    resumed.load_state_dict(first.state_dict())
+    _, optimizer = _run(load_recipe(path).manager, resumed, 1, start=16, state=state, optimizer_state=optimizer_state)
+    buffers = [b["momentum_buffer"] for b in optimizer.state.values()]
+    assert not any(bool(((b != 0) & (b.abs() < torch.finfo(torch.float32).tiny)).any()) for b in buffers)

@@ -205,6 +205,7 @@ class PruningModifier(UpdateModifier):
         self.parameters: list[nn.Parameter] = []
         self.masks: list[torch.Tensor] = []
         self._hooks: list = []
+        self._optimizer_state_stale = False
 
     def targets(self, module: nn.Module) -> list[tuple[str, nn.Module, str]]:
         """(full name, layer, attribute) of every parameter this modifier prunes, in model order."""
@@ -255,6 +256,7 @@ class PruningModifier(UpdateModifier):
                 raise RecipeError(f"{type(self).__name__}: a mask of shape {tuple(mask.shape)} for a parameter of "
                                   f"shape {tuple(param.shape)}")
         self.masks = [m.to(device=p.device, dtype=p.dtype).detach() for m, p in zip(masks, self.parameters)]
+        self._optimizer_state_stale = True
         self.apply()
 
     def new_masks(self, epoch: float, steps_per_epoch: int) -> list[torch.Tensor] | None:
@@ -275,6 +277,22 @@ class PruningModifier(UpdateModifier):
 
     def optimizer_post_step(self, module, optimizer, epoch, steps_per_epoch):
         self.apply()
+        if self._optimizer_state_stale and self.enabled:
+            self._zero_pruned_state(optimizer)
+
+    def _zero_pruned_state(self, optimizer) -> None:
+        """Zero the optimizer's state (momentum, Adam's moments) of pruned weights after each mask
+        change. Their gradients are masked, so that state only decays, and a decaying float32
+        stalls at the smallest denormals (0.9 x 4e-45 rounds back to 4e-45): every later step then
+        computes on millions of denormals, which CPUs do many times slower (a 99% run at 32 px
+        trained at half its dense speed). The state of a pruned weight moves nothing while its
+        mask holds, so the weights that are kept train exactly as before."""
+        with torch.no_grad():
+            for param, mask in zip(self.parameters, self.masks):
+                for value in optimizer.state.get(param, {}).values():
+                    if torch.is_tensor(value) and value.shape == param.shape:
+                        value.masked_fill_(mask == 0, 0)
+        self._optimizer_state_stale = False
 
     def finalize(self, module=None):
         self.apply()
