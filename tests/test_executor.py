@@ -307,9 +307,9 @@ def test_a_resumed_run_drops_the_denormal_state_an_older_checkpoint_holds(tmp_pa
     _, optimizer = _run(manager, first, 16)
     state, optimizer_state = copy.deepcopy(manager.state_dict()), copy.deepcopy(optimizer.state_dict())
     pruning = next(m for m in manager.modifiers if m.masks)
-    for index, mask in zip(optimizer_state["state"], pruning.masks):
-        if optimizer_state["state"][index]["momentum_buffer"].shape == mask.shape:
-            optimizer_state["state"][index]["momentum_buffer"][mask == 0] = 5.6e-45   # 4 x the smallest denormal
+    index = {id(p): i for i, p in enumerate(first.parameters())}   # the optimizer's order
+    for param, mask in zip(pruning.parameters, pruning.masks):
+        optimizer_state["state"][index[id(param)]]["momentum_buffer"][mask == 0] = 5.6e-45   # where 0.9 x stalls
     resumed = _net()
     resumed.load_state_dict(first.state_dict())
     _, optimizer = _run(load_recipe(path).manager, resumed, 1, start=16, state=state, optimizer_state=optimizer_state)

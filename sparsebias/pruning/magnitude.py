@@ -283,7 +283,7 @@ class PruningModifier(UpdateModifier):
     def _zero_pruned_state(self, optimizer) -> None:
         """Zero the optimizer's state (momentum, Adam's moments) of pruned weights after each mask
         change. Their gradients are masked, so that state only decays, and a decaying float32
-        stalls at the smallest denormals (0.9 x 4e-45 rounds back to 4e-45): every later step then
+        stalls at the smallest denormals (0.9 x 5.6e-45 rounds back to 5.6e-45): every later step then
         computes on millions of denormals, which CPUs do many times slower (a 99% run at 32 px
         trained at half its dense speed). The state of a pruned weight moves nothing while its
         mask holds, so the weights that are kept train exactly as before."""
