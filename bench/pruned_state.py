@@ -1,7 +1,7 @@
 """What the optimizer state of pruned weights costs a CPU training step.
 
 A pruned weight's gradient is masked, so its momentum only decays, and a decaying float32
-stalls at the smallest denormals (0.9 x 4e-45 rounds back to 4e-45); CPUs compute on
+stalls at the smallest denormals (0.9 x 5.6e-45 rounds back to 5.6e-45); CPUs compute on
 denormals many times slower. Before the pruning modifiers zeroed that state at each mask
 change, every run that trained long enough at high sparsity ended with most of its momentum
 denormal (the 32-epoch 90% run's checkpoint at epoch 30: 10.0 of 11.2 million entries).
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -28,9 +26,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from training_speed import RESULTS, Trainer, _cpu_name  # noqa: E402
+from training_speed import RESULTS, Trainer  # noqa: E402
 
 from sparsebias.core.devices import resolve_device, resolve_precision  # noqa: E402
+from sparsebias.engines.benchmark import machine  # noqa: E402
 
 STALLED = 4 * 2.0 ** -149      # where 0.9 x momentum stalls: 4 x the smallest float32 denormal, 5.6e-45
 
@@ -40,9 +39,9 @@ def set_pruned_momentum(trainer: Trainer, value: float) -> int:
     pruning = trainer.step_fn.manager.modifiers[0]
     count = 0
     for param, mask in zip(pruning.parameters, pruning.masks):
-        buffer = trainer.step_fn.optimizer.state[param]["momentum_buffer"]
-        buffer[mask == 0] = value
-        count += int((mask == 0).sum())
+        pruned = mask == 0
+        trainer.step_fn.optimizer.state[param]["momentum_buffer"][pruned] = value
+        count += int(pruned.sum())
     return count
 
 
@@ -71,8 +70,7 @@ def main():
                      "seconds": seconds, "zero_vs_stalled": medians["stalled"] / medians["zero"]})
         print(f"{size} px: {args.batch / medians['stalled']:.1f} images/s with stalled momentum, "
               f"{args.batch / medians['zero']:.1f} with zero ({rows[-1]['zero_vs_stalled']:.2f}x)", flush=True)
-    record = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                          "python": platform.python_version(), "torch": torch.__version__},
+    record = {"machine": {**machine(), "torch_threads": torch.get_num_threads()},
               "precision": precision, "masks": "90% global magnitude over the residual blocks",
               "rounds": args.rounds, "steps": args.steps, "rows": rows}
     args.out.write_text(json.dumps(record, indent=2) + "\n")

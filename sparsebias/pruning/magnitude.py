@@ -289,9 +289,10 @@ class PruningModifier(UpdateModifier):
         mask holds, so the weights that are kept train exactly as before."""
         with torch.no_grad():
             for param, mask in zip(self.parameters, self.masks):
+                pruned = mask == 0
                 for value in optimizer.state.get(param, {}).values():
                     if torch.is_tensor(value) and value.shape == param.shape:
-                        value.masked_fill_(mask == 0, 0)
+                        value.masked_fill_(pruned, 0)
         self._optimizer_state_stale = False
 
     def finalize(self, module=None):
