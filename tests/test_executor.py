@@ -315,3 +315,44 @@ def test_a_resumed_run_drops_the_denormal_state_an_older_checkpoint_holds(tmp_pa
     _, optimizer = _run(load_recipe(path).manager, resumed, 1, start=16, state=state, optimizer_state=optimizer_state)
     buffers = [b["momentum_buffer"] for b in optimizer.state.values()]
     assert not any(bool(((b != 0) & (b.abs() < torch.finfo(torch.float32).tiny)).any()) for b in buffers)
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda ps: torch.optim.SGD(ps, lr=0.5, momentum=0.9, weight_decay=0.1, nesterov=True),
+    lambda ps: torch.optim.Adam(ps, lr=0.05, weight_decay=0.1),
+    lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.1),
+], ids=["sgd", "adam", "adamw"])
+def test_pruned_weights_are_zero_after_every_step_without_being_masked_at_every_step(tmp_path, monkeypatch,
+                                                                                     make_optimizer):
+    """Masks are applied at mask changes only: with their gradients masked and their optimizer
+    state zeroed, steps leave pruned weights at zero, and every weight ends bit for bit where
+    masking after every step (SparseML's way) leaves it."""
+    from sparsebias.pruning import PruningModifier
+
+    def train(model):
+        manager = load_recipe(write(tmp_path, CYCLIC)).manager
+        optimizer = make_optimizer(model.parameters())
+        manager.initialize(model)
+        wrapped = manager.modify(model, optimizer, steps_per_epoch=4)
+        pruning = next(m for m in manager.modifiers if isinstance(m, PruningModifier))
+        g = torch.Generator().manual_seed(0)
+        for _ in range(16):
+            loss = model(torch.randn(3, 5, generator=g)).pow(2).mean()
+            wrapped.zero_grad()
+            loss.backward()
+            wrapped.step()
+            assert all(bool((p[m == 0] == 0).all()) for p, m in zip(pruning.parameters, pruning.masks))
+        return pruning
+
+    model = _net()
+    pruning = train(model)
+    assert sum(int((m == 0).sum()) for m in pruning.masks) == round(0.7 * (80 + 32))
+    post_step = PruningModifier.optimizer_post_step
+
+    def every_step(self, *args):
+        self.apply()
+        post_step(self, *args)
+    monkeypatch.setattr(PruningModifier, "optimizer_post_step", every_step)
+    masked_every_step = _net()
+    train(masked_every_step)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), masked_every_step.parameters()))

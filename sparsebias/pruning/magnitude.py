@@ -1,8 +1,11 @@
 """Pruning modifiers with SparseML 1.8's semantics, and the masks they make.
 
 A pruning modifier owns one mask per parameter it prunes. From its start epoch the
-masks are enforced: weights are multiplied by them after every optimizer step and
-before every forward pass of their layer, and gradients are multiplied by them. At
+masks are enforced: gradients are multiplied by them, and at each mask change the pruned
+weights and their optimizer state (momentum, Adam's moments) are zeroed, after which
+SGD and Adam steps leave them at zero. (SparseML also multiplies the weights by the
+masks before every forward pass and after every step: on weights already masked that
+changes no bit, and it cost a tenth of a pruned training step; bench/masking.py.) At
 each mask update a gradual pruner raises its target sparsity along `inter_func` from
 `init_sparsity` (at start_epoch) to `final_sparsity` (at end_epoch), scores the weights
 (by magnitude here; sparsebias.pruning's methods score otherwise) and keeps the best.
@@ -201,7 +204,6 @@ class PruningModifier(UpdateModifier):
         self.global_sparsity = _bool(self, "global_sparsity", global_sparsity)
         self.leave_enabled = _bool(self, "leave_enabled", leave_enabled)
         self.names: list[str] = []
-        self.layers: list[nn.Module] = []
         self.parameters: list[nn.Parameter] = []
         self.masks: list[torch.Tensor] = []
         self._hooks: list = []
@@ -215,7 +217,6 @@ class PruningModifier(UpdateModifier):
         super().initialize(module, epoch, **kwargs)
         found = self.targets(module)
         self.names = [name for name, _, _ in found]
-        self.layers = [layer for _, layer, _ in found]
         self.parameters = [getattr(layer, attr) for _, layer, attr in found]
         self.masks = [torch.ones_like(p.data) for p in self.parameters]
 
@@ -226,18 +227,13 @@ class PruningModifier(UpdateModifier):
     def _enable(self) -> None:
         if self._hooks:
             return
-        for i, (layer, param) in enumerate(zip(self.layers, self.parameters)):
-            self._hooks.append(layer.register_forward_pre_hook(partial(self._before_forward, i)))
+        for i, param in enumerate(self.parameters):
             self._hooks.append(param.register_hook(partial(self._mask_gradient, i)))
 
     def _disable(self) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
-
-    def _before_forward(self, index, module, inputs):
-        with torch.no_grad():
-            self.parameters[index].data.mul_(self.masks[index])
 
     def _mask_gradient(self, index, grad):
         return grad * self.masks[index]
@@ -276,17 +272,18 @@ class PruningModifier(UpdateModifier):
             self._disable()
 
     def optimizer_post_step(self, module, optimizer, epoch, steps_per_epoch):
-        self.apply()
+        # the step after a mask change moved the newly pruned weights: their gradients were
+        # computed before it, and their momentum is their own
         if self._optimizer_state_stale and self.enabled:
+            self.apply()
             self._zero_pruned_state(optimizer)
 
     def _zero_pruned_state(self, optimizer) -> None:
         """Zero the optimizer's state (momentum, Adam's moments) of pruned weights after each mask
-        change. Their gradients are masked, so that state only decays, and a decaying float32
-        stalls at the smallest denormals (0.9 x 5.6e-45 rounds back to 5.6e-45): every later step then
-        computes on millions of denormals, which CPUs do many times slower (a 99% run at 32 px
-        trained at half its dense speed). The state of a pruned weight moves nothing while its
-        mask holds, so the weights that are kept train exactly as before."""
+        change: with it zero and their gradients masked, SGD and Adam steps leave them at zero.
+        Left alone, that state would only decay, and a decaying float32 stalls at the smallest
+        denormals (0.9 x 5.6e-45 rounds back to 5.6e-45), on which CPUs compute many times slower
+        (a 99% run at 32 px trained at half its dense speed)."""
         with torch.no_grad():
             for param, mask in zip(self.parameters, self.masks):
                 pruned = mask == 0
