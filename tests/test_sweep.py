@@ -37,6 +37,9 @@ def test_plan(repo):
     dense, sparse = jobs[0], jobs[4]
     assert "pruning_end_epoch" not in dense.overrides and sparse.overrides["pruning_end_epoch"] == 3
     assert dense.overrides["num_epochs"] == QUICK["num_epochs"] and jobs[1].attributes == ("Smiling",)
+    assert dense.overrides["image_size"] == 32 and dense.overrides["data"] == "synthfaces:size=32"
+    mine = plan(recipes(repo, "resnet18_dense"), 1, quick=True, data="celeba:/d", overrides={"image_size": 64})
+    assert mine[0].overrides == {**QUICK, "data": "celeba:/d", "image_size": 64}  # the user's settings win
     pt = plan(recipes(repo, "resnet18_pt_95", "resnet18_dense"), 1, from_dense=True)
     assert [(j.name, j.start_from) for j in pt] == [("resnet18_dense-s0", None), ("resnet18_pt_95-s0", "resnet18_dense-s0")]
     assert level_of("recipes/resnet18_99_5.yaml") == "99_5" and level_of("x/mobilenet_v2_dense.yaml") == "dense"
@@ -290,7 +293,8 @@ def test_a_run_begun_with_other_settings_is_refused(repo, tmp_path):
     plan_file = (tmp_path / "sweep.json").read_text()
     quick = plan(recipes(repo, "resnet18_dense"), 1, quick=True)
     with pytest.raises(SparsebiasError, match=r"run resnet18_dense-s0 was planned there with settings "
-                                              r"num_epochs=32; this sweep asks for num_epochs=7 \(sweep into"):
+                                              r"num_epochs=32; this sweep asks for data=synthfaces:size=32, image_size=32, "
+                                              r"num_epochs=14 \(sweep into"):
         run_sweep(quick, tmp_path)
     assert (tmp_path / "sweep.json").read_text() == plan_file
     _check_same_settings(plan(recipes(repo, "resnet18_dense"), 1, overrides={"num_epochs": 32.0}), tmp_path)
