@@ -17,19 +17,11 @@ Writes bench/results/pruned_state.json and prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from training_speed import RESULTS, Trainer  # noqa: E402
-
-from sparsebias.core.devices import resolve_device, resolve_precision  # noqa: E402
-from sparsebias.engines.benchmark import machine  # noqa: E402
+from training_speed import RESULTS, Trainer, time_ways, write_ways  # noqa: E402
 
 STALLED = 4 * 2.0 ** -149      # where 0.9 x momentum stalls: 4 x the smallest float32 denormal, 5.6e-45
 
@@ -46,34 +38,16 @@ def set_pruned_momentum(trainer: Trainer, value: float) -> int:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="32,64")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--out", type=Path, default=RESULTS / "pruned_state.json")
-    args = ap.parse_args()
-    device = resolve_device("cpu")
-    precision = resolve_precision("auto", device)
-    rows = []
-    for size in map(int, args.sizes.split(",")):
-        trainer = Trainer(device, precision, size, args.batch)
-        trainer.time_steps(1)          # the masks are set and the state of pruned weights is zeroed
-        seconds = {"stalled": [], "zero": []}
-        for _ in range(args.rounds):
-            for state, value in (("stalled", STALLED), ("zero", 0.0)):
-                pruned = set_pruned_momentum(trainer, value)
-                seconds[state].append(trainer.time_steps(args.steps))
-        medians = {k: statistics.median(v) for k, v in seconds.items()}
-        rows.append({"size": size, "batch": args.batch, "pruned_entries": pruned,
-                     "images_per_s": {k: args.batch / v for k, v in medians.items()},
-                     "seconds": seconds, "zero_vs_stalled": medians["stalled"] / medians["zero"]})
-        print(f"{size} px: {args.batch / medians['stalled']:.1f} images/s with stalled momentum, "
-              f"{args.batch / medians['zero']:.1f} with zero ({rows[-1]['zero_vs_stalled']:.2f}x)", flush=True)
-    record = {"machine": {**machine(), "torch_threads": torch.get_num_threads()},
-              "precision": precision, "masks": "90% global magnitude over the residual blocks",
-              "rounds": args.rounds, "steps": args.steps, "rows": rows}
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    def momentum(value):
+        def way(trainer):
+            set_pruned_momentum(trainer, value)
+            return lambda: None
+        return way
+    args, rows = time_ways(__doc__.splitlines()[0], RESULTS / "pruned_state.json",
+                           {"stalled": momentum(STALLED), "zero": momentum(0.0)}, rounds=3, steps=10)
+    for r in rows:
+        r["zero_vs_stalled"] = r["images_per_s"]["zero"] / r["images_per_s"]["stalled"]
+    write_ways(args, rows)
     print("\n| image size | momentum of pruned weights stalled at 5.6e-45: images/s | zero: images/s | ratio |\n"
           "|---|---|---|---|")
     for r in rows:

@@ -50,6 +50,7 @@ from sparsebias.core.devices import autocast, describe, grad_scaler, prepare_dev
 from sparsebias.core.distributed import Ranks
 from sparsebias.core.files import markdown_table
 from sparsebias.data.loader import augment, train_loader
+from sparsebias.engines.benchmark import machine
 from sparsebias.pruning import GlobalMagnitudePruningModifier
 from sparsebias.recipes import RecipeManager
 from sparsebias.training.loop import make_optimizer
@@ -128,6 +129,47 @@ class Trainer:
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def time_ways(description: str, out: Path, ways: dict, rounds: int, steps: int) -> tuple[argparse.Namespace, list[dict]]:
+    """Time the training step (90% masks; at each --sizes, on the CPU) done each of `ways` in turn,
+    round by round, so that the machine's drift falls on every way alike. A way sets itself up on
+    the Trainer and returns what undoes it. Returns the options and one row per size; the caller
+    adds what it compares and writes the record with `write_ways`."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--sizes", default="32,64")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; a sweep run has 1)")
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--out", type=Path, default=out)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device("cpu")
+    args.precision = resolve_precision("auto", device)
+    rows = []
+    for size in map(int, args.sizes.split(",")):
+        trainer = Trainer(device, args.precision, size, args.batch)
+        trainer.time_steps(1)          # the masks are set and the state of pruned weights is zeroed
+        seconds = {name: [] for name in ways}
+        for _ in range(args.rounds):
+            for name, way in ways.items():
+                undo = way(trainer)
+                seconds[name].append(trainer.time_steps(args.steps))
+                undo()
+        rows.append({"size": size, "batch": args.batch, "seconds": seconds,
+                     "images_per_s": {k: args.batch / statistics.median(v) for k, v in seconds.items()}})
+        print(f"{size} px: " + ", ".join(f"{k} {v:.1f} images/s" for k, v in rows[-1]["images_per_s"].items()),
+              flush=True)
+    return args, rows
+
+
+def write_ways(args: argparse.Namespace, rows: list[dict]) -> None:
+    record = {"machine": {**machine(), "torch_threads": torch.get_num_threads()}, "precision": args.precision,
+              "masks": "90% global magnitude over the residual blocks", "rounds": args.rounds, "steps": args.steps,
+              "rows": rows}
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def forward_flops(size: int) -> int:
