@@ -17,45 +17,53 @@ Writes bench/results/masking.json (or --out) and prints a Markdown table.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from training_speed import RESULTS, Trainer, time_ways, write_ways  # noqa: E402
 
 
-def enforced(way: str):
-    """Sets the trainer's pruning modifier to enforce its masks `way`; returns what restores it."""
-    def set_up(trainer: Trainer):
-        pruning = trainer.step_fn.manager.modifiers[0]
-        hooks = []
-        if way != "now":
-            pruning._disable()
-        if way == "sparseml":
-            pruning._enable()
-            layers = {id(getattr(m, "weight", None)): m for m in trainer.model.modules()}
-            for param, mask in zip(pruning.parameters, pruning.masks):
-                def before_forward(module, inputs, param=param, mask=mask):
-                    param.data.mul_(mask)
-                hooks.append(layers[id(param)].register_forward_pre_hook(before_forward))
-            after_step = pruning.optimizer_post_step
+def _restore(pruning, hooks=()):
+    """Back to masks enforced as now; unmasked steps moved the pruned weights and their momentum."""
+    for hook in hooks:
+        hook.remove()
+    pruning.__dict__.pop("optimizer_post_step", None)
+    pruning._enable()
+    pruning.set_masks(pruning.masks)
 
-            def post_step(*args):
-                pruning.apply()
-                after_step(*args)
-            pruning.optimizer_post_step = post_step
 
-        def restore():
-            for hook in hooks:
-                hook.remove()
-            pruning.__dict__.pop("optimizer_post_step", None)
-            pruning._enable()
-            pruning.set_masks(pruning.masks)    # unmasked steps moved pruned weights and their momentum
-        return restore
-    return set_up
+def now(trainer: Trainer):
+    return lambda: None
+
+
+def unmasked(trainer: Trainer):
+    pruning = trainer.step_fn.manager.modifiers[0]
+    pruning._disable()
+    return partial(_restore, pruning)
+
+
+def _mask_weight(param, mask, module, inputs):
+    param.data.mul_(mask)
+
+
+def sparseml(trainer: Trainer):
+    """Weights masked before every forward pass of their layer and after every step, as SparseML does."""
+    pruning = trainer.step_fn.manager.modifiers[0]
+    layers = {id(getattr(m, "weight", None)): m for m in trainer.model.modules()}
+    hooks = [layers[id(p)].register_forward_pre_hook(partial(_mask_weight, p, m))
+             for p, m in zip(pruning.parameters, pruning.masks)]
+    after_step = pruning.optimizer_post_step
+
+    def post_step(*args):
+        pruning.apply()
+        after_step(*args)
+    pruning.optimizer_post_step = post_step
+    return partial(_restore, pruning, hooks)
 
 
 def main():
-    ways = {way: enforced(way) for way in ("now", "sparseml", "unmasked")}
+    ways = {"now": now, "sparseml": sparseml, "unmasked": unmasked}
     args, rows = time_ways(__doc__.splitlines()[0], RESULTS / "masking.json", ways, rounds=4, steps=8)
     for r in rows:
         ips = r["images_per_s"]

@@ -34,14 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sparsebias.bundle.export import export_onnx
@@ -289,9 +287,7 @@ def main():
                      "matmul_gflops_per_s": round(matmul_gflops[precision], 1),
                      "share_of_matmul": round(step_gflops / matmul_gflops[precision], 3),
                      "vs_first_variant": ratio})
-    record = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                          "device": describe(device), "python": platform.python_version(),
-                          "torch": torch.__version__, "numpy": np.__version__},
+    record = {"machine": {**machine(), "torch_threads": torch.get_num_threads(), "device": describe(device)},
               "settings": {"arch": "resnet18", "outputs": 40, "pruning": "global magnitude 90%, masks enforced",
                            "steps": args.steps, "rounds": args.rounds, "statistic": "median over rounds",
                            "vs_first_variant": "median over rounds of images/s / the first variant's in that round",
@@ -313,16 +309,6 @@ def main():
                            r["matmul_gflops_per_s"], r["share_of_matmul"], versus_first(r["vs_first_variant"])]
                           for r in rows]))
     print(f"wrote {out}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from sparsebias.core import SparsebiasError
-from sparsebias.pruning import interpolate, nm_masks
+from sparsebias.pruning import PruningModifier, interpolate, nm_masks
 from sparsebias.pruning.magnitude import unstructured_masks
 from sparsebias.recipes import load_recipe, parse_overrides
 
@@ -327,8 +327,6 @@ def test_pruned_weights_are_zero_after_every_step_without_being_masked_at_every_
     """Masks are applied at mask changes only: with their gradients masked and their optimizer
     state zeroed, steps leave pruned weights at zero, and every weight ends bit for bit where
     masking after every step (SparseML's way) leaves it."""
-    from sparsebias.pruning import PruningModifier
-
     def train(model):
         manager = load_recipe(write(tmp_path, CYCLIC)).manager
         optimizer = make_optimizer(model.parameters())

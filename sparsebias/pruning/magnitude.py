@@ -207,7 +207,7 @@ class PruningModifier(UpdateModifier):
         self.parameters: list[nn.Parameter] = []
         self.masks: list[torch.Tensor] = []
         self._hooks: list = []
-        self._optimizer_state_stale = False
+        self._masks_changed = False
 
     def targets(self, module: nn.Module) -> list[tuple[str, nn.Module, str]]:
         """(full name, layer, attribute) of every parameter this modifier prunes, in model order."""
@@ -252,7 +252,7 @@ class PruningModifier(UpdateModifier):
                 raise RecipeError(f"{type(self).__name__}: a mask of shape {tuple(mask.shape)} for a parameter of "
                                   f"shape {tuple(param.shape)}")
         self.masks = [m.to(device=p.device, dtype=p.dtype).detach() for m, p in zip(masks, self.parameters)]
-        self._optimizer_state_stale = True
+        self._masks_changed = True
         self.apply()
 
     def new_masks(self, epoch: float, steps_per_epoch: int) -> list[torch.Tensor] | None:
@@ -274,7 +274,7 @@ class PruningModifier(UpdateModifier):
     def optimizer_post_step(self, module, optimizer, epoch, steps_per_epoch):
         # the step after a mask change moved the newly pruned weights: their gradients were
         # computed before it, and their momentum is their own
-        if self._optimizer_state_stale and self.enabled:
+        if self._masks_changed and self.enabled:
             self.apply()
             self._zero_pruned_state(optimizer)
 
@@ -290,7 +290,7 @@ class PruningModifier(UpdateModifier):
                 for value in optimizer.state.get(param, {}).values():
                     if torch.is_tensor(value) and value.shape == param.shape:
                         value.masked_fill_(pruned, 0)
-        self._optimizer_state_stale = False
+        self._masks_changed = False
 
     def finalize(self, module=None):
         self.apply()
