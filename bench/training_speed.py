@@ -6,8 +6,8 @@ for a GPU), flipped and normalised on the device, channels_last (`--memory-forma
 times NCHW, the layout before issue 14), autocast at the
 precision asked, 40 BCE outputs, SGD with momentum (fused kernels where the device has them;
 `--optimizer-kernels fused,loop` also times torch's per-tensor loop), and a global magnitude pruning
-modifier holding 90% masks (the masks' hooks and re-masking after each step are part of
-the cost), and on a CPU the convolutions on small maps as products over patches
+modifier holding 90% masks (masking the gradients before each step is part of the
+cost), and on a CPU the convolutions on small maps as products over patches
 (`training.small_maps`; `--small-maps both` times torch's convolutions beside them). The
 images are random (decoding is the cache's job and is not timed). Single process variants
 are interleaved round by round so that the machine's drift touches each alike; a variant

@@ -354,3 +354,25 @@ def test_pruned_weights_are_zero_after_every_step_without_being_masked_at_every_
     masked_every_step = _net()
     train(masked_every_step)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), masked_every_step.parameters()))
+
+
+def test_masks_keep_their_weights_memory_format_and_mask_gradients_in_place_before_the_step():
+    """A mask strided as its weight lets the gradient be masked in place at memory speed; the
+    masked gradient is the one the optimizer steps with (momentum of pruned weights stays zero)."""
+    from sparsebias.pruning import GlobalMagnitudePruningModifier
+    from sparsebias.recipes import RecipeManager
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    pruning = GlobalMagnitudePruningModifier(0.5, 0.5, 0.0, 0.0, -1.0, params=["re:.*weight"])
+    wrapped = RecipeManager([pruning]).modify(model, optimizer, steps_per_epoch=2)
+    for _ in range(3):
+        wrapped.zero_grad()
+        model(torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)).pow(2).mean().backward()
+        wrapped.step()
+    assert sum(int((m == 0).sum()) for m in pruning.masks) == (8 * 3 * 9 + 4 * 8 * 9) // 2
+    for param, mask in zip(pruning.parameters, pruning.masks):
+        assert mask.stride() == param.stride() and param.is_contiguous(memory_format=torch.channels_last)
+        assert bool((param.grad[mask == 0] == 0).all())
+        assert bool((optimizer.state[param]["momentum_buffer"][mask == 0] == 0).all())

@@ -1,9 +1,9 @@
 """Pruning modifiers with SparseML 1.8's semantics, and the masks they make.
 
 A pruning modifier owns one mask per parameter it prunes. From its start epoch the
-masks are enforced: gradients are multiplied by them, and at each mask change the pruned
-weights and their optimizer state (momentum, Adam's moments) are zeroed, after which
-SGD and Adam steps leave them at zero. (SparseML also multiplies the weights by the
+masks are enforced: gradients are multiplied by them (in place, before each optimizer
+step), and at each mask change the pruned weights and their optimizer state (momentum,
+Adam's moments) are zeroed, after which SGD and Adam steps leave them at zero. (SparseML also multiplies the weights by the
 masks before every forward pass and after every step: on weights already masked that
 changes no bit, and it cost a tenth of a pruned training step; bench/masking.py.) At
 each mask update a gradual pruner raises its target sparsity along `inter_func` from
@@ -26,7 +26,6 @@ import math
 import random
 import re
 import sys
-from functools import partial
 
 import torch
 from torch import nn
@@ -206,7 +205,7 @@ class PruningModifier(UpdateModifier):
         self.names: list[str] = []
         self.parameters: list[nn.Parameter] = []
         self.masks: list[torch.Tensor] = []
-        self._hooks: list = []
+        self.enabled = False   # whether the masks are enforced
         self._masks_changed = False
 
     def targets(self, module: nn.Module) -> list[tuple[str, nn.Module, str]]:
@@ -220,23 +219,9 @@ class PruningModifier(UpdateModifier):
         self.parameters = [getattr(layer, attr) for _, layer, attr in found]
         self.masks = [torch.ones_like(p.data) for p in self.parameters]
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._hooks)
-
-    def _enable(self) -> None:
-        if self._hooks:
-            return
-        for i, param in enumerate(self.parameters):
-            self._hooks.append(param.register_hook(partial(self._mask_gradient, i)))
-
-    def _disable(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
-
-    def _mask_gradient(self, index, grad):
-        return grad * self.masks[index]
+    def masked(self, grads) -> list[torch.Tensor]:
+        """Gradients of the pruned parameters (from torch.autograd.grad) as training sees them."""
+        return [g * m for g, m in zip(grads, self.masks)] if self.enabled else list(grads)
 
     def apply(self) -> None:
         """Zero the pruned weights (while the masks are enforced)."""
@@ -251,7 +236,8 @@ class PruningModifier(UpdateModifier):
             if mask.shape != param.shape:
                 raise RecipeError(f"{type(self).__name__}: a mask of shape {tuple(mask.shape)} for a parameter of "
                                   f"shape {tuple(param.shape)}")
-        self.masks = [m.to(device=p.device, dtype=p.dtype).detach() for m, p in zip(masks, self.parameters)]
+        # in each parameter's memory format: masking its gradient in place then runs at memory speed
+        self.masks = [torch.empty_like(p.data).copy_(m.detach()) for m, p in zip(masks, self.parameters)]
         self._masks_changed = True
         self.apply()
 
@@ -262,14 +248,23 @@ class PruningModifier(UpdateModifier):
     def update(self, module, optimizer, epoch, steps_per_epoch):
         started = self.started
         if self.start_pending(epoch):
-            self._enable()
-            started = True
+            self.enabled = started = True
         if started:
             masks = self.new_masks(epoch, steps_per_epoch)
             if masks is not None:
                 self.set_masks(masks)
         if self.end_pending(epoch) and not self.leave_enabled:
-            self._disable()
+            self.enabled = False
+
+    def optimizer_pre_step(self, module, optimizer, epoch, steps_per_epoch):
+        # before this step's scheduled updates (RecipeStep.step), so under the masks its
+        # backward pass ran with, as SparseML's gradient hooks mask; in place, after any
+        # DistributedDataParallel all-reduce
+        if self.enabled:
+            with torch.no_grad():
+                for param, mask in zip(self.parameters, self.masks):
+                    if param.grad is not None:
+                        param.grad.mul_(mask)
 
     def optimizer_post_step(self, module, optimizer, epoch, steps_per_epoch):
         # the step after a mask change moved the newly pruned weights: their gradients were
@@ -294,7 +289,7 @@ class PruningModifier(UpdateModifier):
 
     def finalize(self, module=None):
         self.apply()
-        self._disable()
+        self.enabled = False
         super().finalize(module)
 
     def state_dict(self):
@@ -307,8 +302,7 @@ class PruningModifier(UpdateModifier):
         missing = [n for n in self.names if n not in masks]
         if missing:
             raise RecipeError(f"{type(self).__name__}: the saved state has no mask for {missing[0]}")
-        if state["enabled"]:
-            self._enable()
+        self.enabled = bool(state["enabled"])
         self.set_masks([masks[n] for n in self.names])
 
 

@@ -76,7 +76,7 @@ class GraSPPruningModifier(ScoredPruningModifier):
         hg = None
         for grads in self.loss_gradients(data.batches(self.num_batches), create_graph=True, temperature=t):
             z = sum((gi * gd).sum() for gi, gd in zip(grads, g))
-            step = data.reduce(list(torch.autograd.grad(z, self.parameters)))
+            step = data.reduce(self.masked(torch.autograd.grad(z, self.parameters)))
             hg = step if hg is None else [h + s for h, s in zip(hg, step)]
         # GraSP removes the largest -w * Hg: keep the largest w * Hg
         return [w.detach() * h / self.num_batches for w, h in zip(self.parameters, hg)]

@@ -69,7 +69,7 @@ class ScoredPruningModifier(GradualPruningModifier):
         """Yield, per batch, the loss's gradient w.r.t. the pruned parameters.
 
         Gradients come from torch.autograd.grad, so the training step's .grad stays
-        untouched; BatchNorm statistics are restored afterwards. Under torchrun they are
+        untouched, masked as training's are; BatchNorm statistics are restored afterwards. Under torchrun they are
         averaged over the ranks, except with `create_graph`, whose caller reduces what it
         derives from them.
         """
@@ -80,8 +80,8 @@ class ScoredPruningModifier(GradualPruningModifier):
         try:
             for x, y in batches:
                 loss = data.loss(module(x).float() / temperature, y)
-                grads = torch.autograd.grad(loss, self.parameters, create_graph=create_graph)
-                yield grads if create_graph else data.reduce(list(grads))
+                grads = self.masked(torch.autograd.grad(loss, self.parameters, create_graph=create_graph))
+                yield grads if create_graph else data.reduce(grads)
         finally:
             module.load_state_dict(buffers, strict=False)
             module.train(was_training)

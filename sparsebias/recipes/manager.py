@@ -99,14 +99,15 @@ class RecipeStep:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self, scaler=None) -> None:
-        """With a gradient scaler (fp16), the scaler steps the optimizer (skipping steps whose
-        gradients overflowed) and updates its scale; the modifiers run either way."""
+        """Modifiers see the step's gradients (optimizer_pre_step) before scheduled updates change
+        the model. With a gradient scaler (fp16), the scaler steps the optimizer (skipping steps
+        whose gradients overflowed) and updates its scale; the modifiers run either way."""
         args = (self.module, self.optimizer, self.epoch, self.steps_per_epoch)
+        for modifier in self.manager.modifiers:
+            modifier.optimizer_pre_step(*args)
         for modifier in self.manager.modifiers:
             if modifier.update_ready(self.epoch, self.steps_per_epoch):
                 modifier.scheduled_update(*args)
-        for modifier in self.manager.modifiers:
-            modifier.optimizer_pre_step(*args)
         if scaler is None:
             self.optimizer.step()
         else:
