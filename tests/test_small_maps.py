@@ -19,6 +19,11 @@ SHAPES = [  # in, out, kernel, stride, padding, dilation, map, bias
     (256, 512, 1, 2, 0, 1, 4, False),     # its downsample
     (256, 256, 3, 1, 1, 1, 4, False),     # the stage before it: 4x4 maps
     (128, 256, 3, 2, 1, 1, 8, False),     # whose strided first convolution reads an 8x8 map
+    (64, 64, 3, 1, 1, 1, 1, False),       # the last stage at 32 px: a 1x1 map, 8 offsets read padding
+    (32, 64, 3, 2, 1, 1, 2, False),       # its strided first convolution: 4 of 9 offsets read the map
+    (6, 4, 5, 1, 2, 1, 1, True),          # 24 of 25 offsets read padding only
+    (4, 5, (3, 1), 1, (1, 0), 1, 1, True),  # rows of offsets skipped, not columns
+    (4, 5, 3, 1, 2, 2, 2, True),          # dilated: only the centre offset reads the map
     (8, 6, (3, 1), (2, 1), (1, 0), 1, 3, True),
     (5, 7, 2, 1, 1, 2, 3, True),
 ]
