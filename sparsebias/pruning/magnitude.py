@@ -3,9 +3,10 @@
 A pruning modifier owns one mask per parameter it prunes. From its start epoch the
 masks are enforced: gradients are multiplied by them (in place, before each optimizer
 step), and at each mask change the pruned weights and their optimizer state (momentum,
-Adam's moments) are zeroed, after which SGD and Adam steps leave them at zero. (SparseML also multiplies the weights by the
-masks before every forward pass and after every step: on weights already masked that
-changes no bit, and it cost a tenth of a pruned training step; bench/masking.py.) At
+Adam's moments) are zeroed, after which SGD and Adam steps leave them at zero. (SparseML
+also multiplies the weights by the masks before every forward pass and after every step:
+on weights already masked that changes no bit, and it cost a tenth of a pruned training
+step; bench/masking.py.) At
 each mask update a gradual pruner raises its target sparsity along `inter_func` from
 `init_sparsity` (at start_epoch) to `final_sparsity` (at end_epoch), scores the weights
 (by magnitude here; sparsebias.pruning's methods score otherwise) and keeps the best.

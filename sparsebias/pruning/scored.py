@@ -69,9 +69,9 @@ class ScoredPruningModifier(GradualPruningModifier):
         """Yield, per batch, the loss's gradient w.r.t. the pruned parameters.
 
         Gradients come from torch.autograd.grad, so the training step's .grad stays
-        untouched, masked as training's are; BatchNorm statistics are restored afterwards. Under torchrun they are
-        averaged over the ranks, except with `create_graph`, whose caller reduces what it
-        derives from them.
+        untouched, and are masked as training's are; BatchNorm statistics are restored
+        afterwards. Under torchrun they are averaged over the ranks, except with
+        `create_graph`, whose caller reduces what it derives from them.
         """
         module, data = self._module, self._score_data
         was_training = module.training

@@ -40,34 +40,36 @@ def output_size(conv: nn.Conv2d, height: int, width: int) -> tuple[int, int]:
                                                            conv.kernel_size, conv.stride))
 
 
-def _windows(conv: nn.Conv2d, in_hw: tuple[int, int], out_hw: tuple[int, int]):
-    """(kernel offset's index, rows, columns) of the padded map each offset reads, for the
-    offsets that read any of the map: the others meet only padding (on a 1x1 map, 8 of a 3x3
-    kernel's 9), add zeros to the output and get a zero weight gradient, so they are skipped."""
-    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = conv.kernel_size, conv.stride, conv.dilation, conv.padding
-    (h, w), (oh, ow) = in_hw, out_hw
+def _taps(conv: nn.Conv2d, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> tuple[slice, slice]:
+    """The kernel rows and columns that read any of the map. The others meet only padding (on a
+    1x1 map, 8 of a 3x3 kernel's 9 offsets), add zeros to the output and get a zero weight
+    gradient, so they are skipped."""
+    def reading(kernel, dilation, stride, pad, size, out):
+        hits = [k for k in range(kernel) if any(pad <= k * dilation + stride * t < pad + size for t in range(out))]
+        return slice(hits[0], hits[-1] + 1)   # consecutive: each reads a window shifted by its dilation
+    return tuple(reading(*axis) for axis in zip(conv.kernel_size, conv.dilation, conv.stride, conv.padding,
+                                                 in_hw, out_hw))
 
-    def reads_map(first, step, count, pad, size):
-        return any(pad <= first + step * t < pad + size for t in range(count))
-    return [(i * kw + j, slice(i * dh, i * dh + sh * (oh - 1) + 1, sh), slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
-            for i in range(kh) if reads_map(i * dh, sh, oh, ph, h)
-            for j in range(kw) if reads_map(j * dw, sw, ow, pw, w)]
+
+def _windows(conv: nn.Conv2d, taps: tuple[slice, slice], out_hw: tuple[int, int]):
+    """For each kernel offset read, row-major, the (rows, columns) slices of the padded map it reads."""
+    (sh, sw), (dh, dw), (oh, ow) = conv.stride, conv.dilation, out_hw
+    return [(slice(i * dh, i * dh + sh * (oh - 1) + 1, sh), slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
+            for i in range(taps[0].start, taps[0].stop) for j in range(taps[1].start, taps[1].stop)]
 
 
 def _patches(conv: nn.Conv2d, x: torch.Tensor, windows) -> torch.Tensor:
     """(n oh ow, offsets c): every output position's receptive field, channel-fastest."""
     ph, pw = conv.padding
     padded = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1)   # a view of the channels_last layout
-    parts = [padded[:, rows, cols, :] for _, rows, cols in windows]
+    parts = [padded[:, rows, cols, :] for rows, cols in windows]
     return (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]).reshape(-1, len(parts) * x.shape[1])
 
 
-def _kernel(weight: torch.Tensor, windows) -> torch.Tensor:
-    """(out, offsets c): the weights of the offsets read, ordered as the patches."""
-    per_offset = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1, weight.shape[1])
-    if len(windows) < per_offset.shape[1]:
-        per_offset = per_offset[:, [k for k, _, _ in windows]]
-    return per_offset.reshape(weight.shape[0], -1)
+def _kernel(weight: torch.Tensor, taps: tuple[slice, slice]) -> torch.Tensor:
+    """(out, offsets c): the weights of the offsets read, ordered as the patches (a view of a
+    channels_last weight when every offset is read)."""
+    return weight.permute(0, 2, 3, 1)[:, taps[0], taps[1], :].reshape(weight.shape[0], -1)
 
 
 def _scatter(conv: nn.Conv2d, grads: torch.Tensor, shape: torch.Size, windows, out_hw) -> torch.Tensor:
@@ -78,7 +80,7 @@ def _scatter(conv: nn.Conv2d, grads: torch.Tensor, shape: torch.Size, windows, o
     per_offset = grads.view(n, *out_hw, len(windows), c)
     total = grads.new_zeros((n, h + 2 * ph, w + 2 * pw, c),
                             dtype=torch.float32 if grads.dtype in _REDUCED else grads.dtype)
-    for k, (_, rows, cols) in enumerate(windows):
+    for k, (rows, cols) in enumerate(windows):
         total[:, rows, cols, :] += per_offset[:, :, :, k]
     return total[:, ph:ph + h, pw:pw + w, :].to(grads.dtype).permute(0, 3, 1, 2)
 
@@ -89,28 +91,28 @@ class _PatchProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, conv):
         out_hw = output_size(conv, *x.shape[-2:])
-        windows = _windows(conv, x.shape[-2:], out_hw)
+        taps = _taps(conv, x.shape[-2:], out_hw)
+        windows = _windows(conv, taps, out_hw)
         patches = _patches(conv, x, windows)
         ctx.save_for_backward(patches, weight)
-        ctx.conv, ctx.windows, ctx.out_hw, ctx.shape = conv, windows, out_hw, x.shape
-        return (patches @ _kernel(weight, windows).t()).view(x.shape[0], *out_hw, -1).permute(0, 3, 1, 2)
+        ctx.conv, ctx.taps, ctx.windows, ctx.out_hw, ctx.shape = conv, taps, windows, out_hw, x.shape
+        return (patches @ _kernel(weight, taps).t()).view(x.shape[0], *out_hw, -1).permute(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx, grad_out):
         patches, weight = ctx.saved_tensors
-        windows = ctx.windows
+        rows, cols = ctx.taps
         grad_rows = grad_out.permute(0, 2, 3, 1).reshape(patches.shape[0], -1)   # (n oh ow, out)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = _scatter(ctx.conv, grad_rows @ _kernel(weight, windows), ctx.shape, windows, ctx.out_hw)
+            grad_x = _scatter(ctx.conv, grad_rows @ _kernel(weight, ctx.taps), ctx.shape, ctx.windows, ctx.out_hw)
         if ctx.needs_input_grad[1]:
-            read = (grad_rows.t() @ patches).view(weight.shape[0], len(windows), weight.shape[1])
-            offsets = weight.shape[2] * weight.shape[3]
-            if len(windows) < offsets:
-                full = read.new_zeros(weight.shape[0], offsets, weight.shape[1])
-                full[:, [k for k, _, _ in windows]] = read
-                read = full
-            grad_weight = read.view(weight.shape[0], *weight.shape[2:], -1).permute(0, 3, 1, 2)
+            read = (grad_rows.t() @ patches).view(weight.shape[0], rows.stop - rows.start, cols.stop - cols.start, -1)
+            if read.shape[1:3] != weight.shape[2:]:   # zeros where the offsets skipped would be
+                every_tap = read.new_zeros(weight.shape[0], *weight.shape[2:], weight.shape[1])
+                every_tap[:, rows, cols, :] = read
+                read = every_tap
+            grad_weight = read.permute(0, 3, 1, 2)
         return grad_x, grad_weight, None
 
 
