@@ -95,6 +95,29 @@ def test_grasp_removes_the_largest_minus_w_times_hessian_gradient(net, data):
     assert torch.equal(kept(net), expected)
 
 
+def test_grasp_multiplies_the_hessian_by_the_masked_gradient_once_masks_are_enforced(net, data):
+    """At a later update GraSP's gradient is the pruned network's, zero at the pruned weights,
+    as training sees it; the Hessian couples weights, so an unmasked one changes the scores."""
+    t = 200.0
+    mod = GraSPPruningModifier(PARAMS, 0.7, 0.7, start_epoch=0.0, end_epoch=0.0, num_batches=2, temperature=t)
+    RecipeManager([mod]).initialize(net, epoch=0.0, score_data=data)
+    draw = torch.Generator().manual_seed(5)
+    masks = dict(zip(PARAMS, [(torch.rand(p.shape, generator=draw) > 0.5).float() for p in mod.parameters]))
+    mod.enabled = True
+    mod.set_masks(list(masks.values()))
+    params = {p: w.detach().clone() for p, w in net.named_parameters()}   # the pruned weights now zero
+    batches = same_batches(data, 2)
+
+    def loss(pruned, x, y):
+        return data.loss(functional_call(net, {**params, **pruned}, (x,)) / t, y)
+
+    pruned = {p: params[p] for p in PARAMS}
+    g = {p: masks[p] * sum(grad(loss)(pruned, x, y)[p] for x, y in batches) / 2 for p in PARAMS}
+    hg = {p: sum(jvp(lambda q: grad(loss)(q, x, y), (pruned,), (g,))[1][p] for x, y in batches) / 2 for p in PARAMS}
+    for score, p in zip(mod.scores(), PARAMS):
+        torch.testing.assert_close(score, params[p] * hg[p], rtol=1e-4, atol=1e-9)
+
+
 def test_ws_prunes_each_layer_to_the_target_by_magnitude(net, data):
     w0 = {p: w.detach().clone() for p, w in net.named_parameters()}
     apply_once(WSPruningModifier(PARAMS, 0.6, 0.6, start_epoch=0.0, end_epoch=0.0), net, data)
