@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..core.errors import SparsebiasError, first_line
 
-# --quick: the resnet18 ladder with 2 seeds in 43 minutes on 2 Xeon cores (docs/study_quick). At 32 px
+# --quick: the resnet18 ladder with 2 seeds in 34 minutes on 2 Xeon cores (docs/study_quick). At 32 px
 # an epoch costs 0.45 of a 64 px one, so the budget buys 14 epochs, which pruned models need to recover
 # (at 64 px it bought 7); the recipes scale their pruning schedule with num_epochs. --data and --set win.
 QUICK = {"num_epochs": 14, "image_size": 32, "data": "synthfaces:size=32"}
