@@ -43,12 +43,19 @@ def test_plan(repo):
     pt = plan(recipes(repo, "resnet18_pt_95", "resnet18_dense"), 1, from_dense=True)
     assert [(j.name, j.start_from) for j in pt] == [("resnet18_dense-s0", None), ("resnet18_pt_95-s0", "resnet18_dense-s0")]
     assert level_of("recipes/resnet18_99_5.yaml") == "99_5" and level_of("x/mobilenet_v2_dense.yaml") == "dense"
+    twice = plan(recipes(repo, "resnet18_dense", "resnet18_pt_95", "resnet18_pt_99"), 1, from_dense=True,
+                 overrides=parse_overrides(["num_epochs=32", "resnet18_pt_*:num_epochs=16", "resnet18_pt_99:init_lr=1e-5"]))
+    assert {j.name: j.overrides for j in twice} == {"resnet18_dense-s0": {"num_epochs": 32},
+                                                   "resnet18_pt_95-s0": {"num_epochs": 16},
+                                                   "resnet18_pt_99-s0": {"num_epochs": 16, "init_lr": 1e-5}}
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(recipes=["recipes/nope_*.yaml"]), "no recipe matches"),
     (dict(from_dense=True), "exactly one dense recipe"),
     (dict(overrides={"warp_speed": 9}), "no recipe of the sweep has this variable"),
+    (dict(overrides={"resnet18_pt_*:num_epochs": 9}), "no recipe of the sweep is named 'resnet18_pt_\\*'"),
+    (dict(overrides={"resnet18_9*:warp_speed": 9}), "resnet18_90.yaml has no variable 'warp_speed'"),
     (dict(joint=False), "nothing to run"),
 ])
 def test_plan_errors(repo, kwargs, message):

@@ -19,7 +19,9 @@ from .common import names, progress_bar
               help="14 epochs at 32 px instead of 16 at 64: the resnet18 ladder with 2 seeds took 34 min on "
                    "2 Xeon cores (docs/study_quick).")
 @click.option("--data", default=None, help="Data set for every run (as compress --data).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting for every run.")
+@click.option("--set", "overrides", multiple=True, metavar="[RECIPE:]KEY=VALUE",
+              help="Override a setting for every run, or with RECIPE (a file name pattern such as "
+                   "'resnet18_pt_*') for that recipe's runs.")
 @click.option("--attributes", default=None,
               help="Labels of the joint runs (comma-separated; default every label), e.g. gender,race.")
 @click.option("--single", default=None, help="Also train each of these attributes alone (comma-separated).")

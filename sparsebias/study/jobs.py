@@ -15,6 +15,7 @@ jobs > N); a Ray task sees the GPUs it reserved (`gpus_per_run`), and none with 
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import glob
 import json
@@ -48,7 +49,9 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     and/or once per single attribute.
 
     With `from_dense`, pruning recipes start from the dense run of the same seed and task
-    (GMP-PT); the sweep then needs exactly one dense recipe.
+    (GMP-PT); the sweep then needs exactly one dense recipe. An override keyed `PATTERN:KEY`
+    applies to the recipes whose file name (without suffix) matches PATTERN, and wins over
+    the unscoped ones: one sweep can give GMP-PT recipes another schedule than the dense run.
     """
     from ..recipes.recipe import RUN_DEFAULTS, load_recipe
 
@@ -61,21 +64,44 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     dense = [path for path, r in recipes.items() if not r.pruning_modifiers]
     if from_dense and len(dense) != 1:
         raise SparsebiasError(f"--from-dense needs exactly one dense recipe among the recipes, found {len(dense)}")
-    unused = [k for k in overrides or {} if k not in RUN_DEFAULTS and not any(k in r.variables for r in recipes.values())]
+    scoped = _scoped(overrides or {}, recipes, RUN_DEFAULTS)
+    overrides = {k: v for k, v in (overrides or {}).items() if ":" not in k}
+    unused = [k for k in overrides if k not in RUN_DEFAULTS and not any(k in r.variables for r in recipes.values())]
     if unused:
         raise SparsebiasError(f"--set {unused[0]}: no recipe of the sweep has this variable")
-    overrides = {**(QUICK if quick else {}), **(overrides or {}), **({"data": data} if data else {})}
+    overrides = {**(QUICK if quick else {}), **overrides, **({"data": data} if data else {})}
     tasks = ([None] if joint else []) + [(a,) for a in single]
     jobs = []
     for path, recipe in recipes.items():
         # a setting applies where the recipe has it: a dense recipe has no pruning schedule
         settings = {k: v for k, v in overrides.items() if k in RUN_DEFAULTS or k in recipe.variables}
+        settings.update(scoped.get(path, {}))
         for seed in range(seeds):
             for task in tasks:
                 start = _name(dense[0], seed, task) if from_dense and path not in dense else None
                 trained = task or (tuple(attributes) if attributes else None)
                 jobs.append(Job(str(path.resolve()), seed, _name(path, seed, task), settings, trained, start))
     return sorted(jobs, key=lambda j: j.start_from is not None)  # the runs others start from go first
+
+
+def _scoped(overrides: dict, recipes: dict, run_settings) -> dict:
+    """{recipe path: its settings} from the overrides keyed PATTERN:KEY; each pattern must name
+    a recipe of the sweep, and each key be a variable (or run setting) of every recipe it names."""
+    scoped = {}
+    for scoped_key, value in overrides.items():
+        if ":" not in scoped_key:
+            continue
+        pattern, _, key = (part.strip() for part in scoped_key.partition(":"))
+        named = [path for path in recipes if fnmatch.fnmatchcase(path.stem, pattern)]
+        if not named:
+            raise SparsebiasError(f"--set {scoped_key}: no recipe of the sweep is named {pattern!r} "
+                                  f"(the sweep's: {', '.join(sorted({p.stem for p in recipes}))})")
+        lacking = [path for path in named if key not in run_settings and key not in recipes[path].variables]
+        if lacking:
+            raise SparsebiasError(f"--set {scoped_key}: {lacking[0].name} has no variable {key!r}")
+        for path in named:
+            scoped.setdefault(path, {})[key] = value
+    return scoped
 
 
 def _name(path: Path, seed: int, task) -> str:
