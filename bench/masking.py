@@ -39,7 +39,7 @@ def now(trainer: Trainer):
 
 
 def unmasked(trainer: Trainer):
-    pruning = trainer.step_fn.manager.modifiers[0]
+    pruning = trainer.pruning
     pruning.enabled = False
     return partial(_restore, pruning)
 
@@ -54,7 +54,7 @@ def _copying_hooks(pruning) -> list:
 
 def copies(trainer: Trainer):
     """Gradients replaced by masked copies (a hook on each weight), as the modifiers did before."""
-    pruning = trainer.step_fn.manager.modifiers[0]
+    pruning = trainer.pruning
     pruning.enabled = False
     return partial(_restore, pruning, _copying_hooks(pruning))
 
@@ -71,7 +71,7 @@ def _mask_weights(pruning, *args):
 def sparseml(trainer: Trainer):
     """Gradients replaced by masked copies, weights masked before every forward pass of their
     layer and after every step, as SparseML does."""
-    pruning = trainer.step_fn.manager.modifiers[0]
+    pruning = trainer.pruning
     pruning.enabled = False
     layers = {id(getattr(m, "weight", None)): m for m in trainer.model.modules()}
     handles = _copying_hooks(pruning)

@@ -29,8 +29,7 @@ STALLED = 4 * 2.0 ** -149      # where 0.9 x momentum stalls: 4 x the smallest f
 def pruned_momentum(value: float):
     """A way of the step: every pruned weight's momentum set to `value` (nothing to undo)."""
     def set_up(trainer: Trainer):
-        pruning = trainer.step_fn.manager.modifiers[0]
-        for param, mask in zip(pruning.parameters, pruning.masks):
+        for param, mask in zip(trainer.pruning.parameters, trainer.pruning.masks):
             trainer.step_fn.optimizer.state[param]["momentum_buffer"][mask == 0] = value
         return lambda: None
     return set_up

@@ -85,10 +85,10 @@ class Trainer:
         self.model = build_model("resnet18", 40).to(device, memory_format=self.memory_format)
         optimizer = make_optimizer(self.model, {"optimizer": "sgd", "init_lr": 0.01, "momentum": 0.9,
                                                 "weight_decay": 1e-4}, fused=None if kernels == "fused" else False)
-        pruning = GlobalMagnitudePruningModifier(0.9, 0.9, 0.0, 0.0, -1.0,
+        self.pruning = GlobalMagnitudePruningModifier(0.9, 0.9, 0.0, 0.0, -1.0,
                                                  params=["re:layer.*\\.(conv\\d|downsample\\.0)\\.weight"])
         self.loader = train_loader(RandomImages(IMAGES, size), batch, 0, device, ranks.rank, ranks.world)
-        self.step_fn = RecipeManager([pruning]).modify(self.model, optimizer, steps_per_epoch=len(self.loader.sampler))
+        self.step_fn = RecipeManager([self.pruning]).modify(self.model, optimizer, steps_per_epoch=len(self.loader.sampler))
         self.net = ranks.replicate(self.model, device)
         self.scaler = grad_scaler(device, precision)
         self.loss_fn = torch.nn.BCEWithLogitsLoss()

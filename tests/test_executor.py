@@ -10,9 +10,9 @@ import torchvision
 from torch import nn
 
 from sparsebias.core import SparsebiasError
-from sparsebias.pruning import PruningModifier, interpolate, nm_masks
+from sparsebias.pruning import GlobalMagnitudePruningModifier, PruningModifier, interpolate, nm_masks
 from sparsebias.pruning.magnitude import unstructured_masks
-from sparsebias.recipes import load_recipe, parse_overrides
+from sparsebias.recipes import RecipeManager, load_recipe, parse_overrides
 
 
 def write(tmp_path, text, name="recipe.yaml"):
@@ -359,9 +359,6 @@ def test_pruned_weights_are_zero_after_every_step_without_being_masked_at_every_
 def test_masks_keep_their_weights_memory_format_and_mask_gradients_in_place_before_the_step():
     """A mask strided as its weight lets the gradient be masked in place at memory speed; the
     masked gradient is the one the optimizer steps with (momentum of pruned weights stays zero)."""
-    from sparsebias.pruning import GlobalMagnitudePruningModifier
-    from sparsebias.recipes import RecipeManager
-
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

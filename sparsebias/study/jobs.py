@@ -64,8 +64,7 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     dense = [path for path, r in recipes.items() if not r.pruning_modifiers]
     if from_dense and len(dense) != 1:
         raise SparsebiasError(f"--from-dense needs exactly one dense recipe among the recipes, found {len(dense)}")
-    scoped = _scoped(overrides or {}, recipes, RUN_DEFAULTS)
-    overrides = {k: v for k, v in (overrides or {}).items() if ":" not in k}
+    overrides, scoped = _split_scoped(overrides or {}, recipes, RUN_DEFAULTS)
     unused = [k for k in overrides if k not in RUN_DEFAULTS and not any(k in r.variables for r in recipes.values())]
     if unused:
         raise SparsebiasError(f"--set {unused[0]}: no recipe of the sweep has this variable")
@@ -84,12 +83,14 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     return sorted(jobs, key=lambda j: j.start_from is not None)  # the runs others start from go first
 
 
-def _scoped(overrides: dict, recipes: dict, run_settings) -> dict:
-    """{recipe path: its settings} from the overrides keyed PATTERN:KEY; each pattern must name
-    a recipe of the sweep, and each key be a variable (or run setting) of every recipe it names."""
-    scoped = {}
+def _split_scoped(overrides: dict, recipes: dict, run_settings) -> tuple[dict, dict]:
+    """The overrides for every recipe, and {recipe path: its settings} from those keyed
+    PATTERN:KEY; each pattern must name a recipe of the sweep, and each key be a variable (or
+    run setting) of every recipe it names."""
+    everywhere, scoped = {}, {}
     for scoped_key, value in overrides.items():
         if ":" not in scoped_key:
+            everywhere[scoped_key] = value
             continue
         pattern, _, key = (part.strip() for part in scoped_key.partition(":"))
         named = [path for path in recipes if fnmatch.fnmatchcase(path.stem, pattern)]
@@ -101,7 +102,7 @@ def _scoped(overrides: dict, recipes: dict, run_settings) -> dict:
             raise SparsebiasError(f"--set {scoped_key}: {lacking[0].name} has no variable {key!r}")
         for path in named:
             scoped.setdefault(path, {})[key] = value
-    return scoped
+    return everywhere, scoped
 
 
 def _name(path: Path, seed: int, task) -> str:
