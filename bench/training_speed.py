@@ -86,7 +86,7 @@ class Trainer:
         optimizer = make_optimizer(self.model, {"optimizer": "sgd", "init_lr": 0.01, "momentum": 0.9,
                                                 "weight_decay": 1e-4}, fused=None if kernels == "fused" else False)
         self.pruning = GlobalMagnitudePruningModifier(0.9, 0.9, 0.0, 0.0, -1.0,
-                                                 params=["re:layer.*\\.(conv\\d|downsample\\.0)\\.weight"])
+                                                      params=["re:layer.*\\.(conv\\d|downsample\\.0)\\.weight"])
         self.loader = train_loader(RandomImages(IMAGES, size), batch, 0, device, ranks.rank, ranks.world)
         self.step_fn = RecipeManager([self.pruning]).modify(self.model, optimizer, steps_per_epoch=len(self.loader.sampler))
         self.net = ranks.replicate(self.model, device)
