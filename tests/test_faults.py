@@ -17,6 +17,7 @@ from PIL import Image
 
 from sparsebias.bundle import bundle_lock, load_bundle
 from sparsebias.quantization.graph import read_qdq
+from sparsebias.training.checkpoint import load_checkpoint
 
 GMP = ["pruning_start_epoch=0", "pruning_end_epoch=2"]
 
@@ -65,9 +66,16 @@ def kill_and_resume(recipe: Path, settings: list[str], signum, out: Path):
     assert process.returncode == 128 + signum, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not (out / "tiny").exists() and hidden_leftovers(out) == []
+    kept_epochs = load_checkpoint(checkpoint)
     resumed = cli("compress", *args, "--resume")
     assert resumed.exit_code == 0 and "Resuming from" in resumed.output, resumed.output
-    return load_bundle(out / "tiny")
+    bundle = load_bundle(out / "tiny")
+    # the run's time counts the first process's, up to the epoch the second one resumed from
+    later_epochs = bundle.manifest["training"]["history"][kept_epochs["epoch"]:]
+    assert kept_epochs["seconds"] > 0
+    assert bundle.manifest["training"]["seconds"] >= round(
+        kept_epochs["seconds"] + sum(e["train_seconds"] for e in later_epochs), 1) - 0.1
+    return bundle
 
 
 def assert_same_run(bundle, uninterrupted):

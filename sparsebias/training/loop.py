@@ -52,6 +52,7 @@ class TrainResult:
     precision: str = "fp32"
     small_maps: str = "torch"
     best_manager_state: dict = field(default_factory=dict)   # the recipe's state at the best epoch
+    earlier_seconds: float = 0.0   # wall time the processes before a resume spent up to its checkpoint
 
 
 def predict_logits(model: nn.Module, dataset: FaceImages, device: torch.device = torch.device("cpu"),
@@ -84,8 +85,13 @@ def make_optimizer(model: nn.Module, settings: dict, fused: bool | None = None) 
 
 def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceImages, val_set: FaceImages, *,
           work_dir: Path, seed: int, resume: bool = False, device: torch.device = torch.device("cpu"),
-          ranks: Ranks = Ranks.single(), echo=print) -> TrainResult:
-    """Train `model` on `device` as the recipe says; rank 0 returns the best epoch's state."""
+          ranks: Ranks = Ranks.single(), started: float | None = None, echo=print) -> TrainResult:
+    """Train `model` on `device` as the recipe says; rank 0 returns the best epoch's state.
+
+    `started` (time.time(), default now) is when this process took up the run: each
+    checkpoint adds its wall time to the earlier processes', so a resumed run's time
+    counts the epochs it kept from before."""
+    started = time.time() if started is None else started
     settings, epochs = recipe.settings, recipe.epochs
     batch_size = settings["batch_size"]
     if ranks.world > batch_size:
@@ -107,12 +113,13 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
     loss_fn = outputs.loss()
     last_path, best_path = work_dir / "last.pt", work_dir / "best.pt"
 
-    start_epoch, history, best = 0, [], {"epoch": -1, "score": -math.inf}
+    start_epoch, history, best, earlier_seconds = 0, [], {"epoch": -1, "score": -math.inf}, 0.0
     state = load_checkpoint(last_path) if resume and last_path.exists() else None
     if state:
         model.load_state_dict(state["model"])
         start_epoch = int(state["epoch"])
         history, best = json.loads(state["history"]), json.loads(state["best"])
+        earlier_seconds = float(state.get("seconds", 0.0))   # 0: written before checkpoints kept time
         echo(f"Resuming from {last_path} after epoch {start_epoch}")
 
     score_data = ScoreData(train_set, loss_fn, batch_size, seed, device=device, ranks=ranks)
@@ -167,7 +174,8 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
             save_checkpoint(last_path, {
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "manager": recipe.manager.state_dict(), "history": json.dumps(history), "best": json.dumps(best),
-                "scaler": scaler.state_dict() if scaler else {}, "rng": torch.get_rng_state()})
+                "scaler": scaler.state_dict() if scaler else {}, "rng": torch.get_rng_state(),
+                "seconds": earlier_seconds + time.time() - started})
         echo(f"epoch {epoch + 1}/{epochs}  loss {record['train_loss']:.4f}  sparsity {sparsity:.4f}  "
              f"val acc {val['accuracy']:.4f}  val auc {val['auc']:.4f}" + ("  *" if record.get("best") else ""))
 
@@ -176,7 +184,7 @@ def train(model: nn.Module, recipe: Recipe, outputs: Outputs, train_set: FaceIma
     _check_same_masks(model, ranks, device)
     best_saved = load_checkpoint(best_path) if ranks.main else {}
     return TrainResult(best_saved.get("model", {}), best["epoch"], history, precision, small_maps,
-                       best_saved.get("manager", {}))
+                       best_saved.get("manager", {}), earlier_seconds)
 
 
 def _check_same_masks(model: nn.Module, ranks: Ranks, device: torch.device) -> None:

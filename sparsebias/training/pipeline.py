@@ -114,7 +114,7 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
          f"{recipe.epochs} epochs, seed {seed}, on {describe(device)}"
          + (f" x {ranks.world} processes" if ranks.distributed else ""))
     result = train(model, recipe, outputs, sets["train"], sets["val"], work_dir=work_dir, seed=seed, resume=resume,
-                   device=device, ranks=ranks, echo=echo)
+                   device=device, ranks=ranks, started=started, echo=echo)
     if not ranks.main:
         return None
     model.load_state_dict(result.best_state)
@@ -171,7 +171,9 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
             "training": {"seed": seed, "epochs": recipe.epochs, "best_epoch": result.best_epoch,
                          "selected_on": "mean validation AUC (one-vs-rest for class heads), epochs at final sparsity",
                          "from": str(from_path) if from_path else None, "history": result.history,
-                         "seconds": round(time.time() - started, 1), "threads": torch.get_num_threads(),
+                         # wall time, the processes' before a resume included (up to the epoch it kept)
+                         "seconds": round(result.earlier_seconds + time.time() - started, 1),
+                         "threads": torch.get_num_threads(),
                          "device": describe(device), "processes": ranks.world,
                          # checked before this bundle was written (train refuses ranks that disagree)
                          "masks_identical_on_every_rank": True if ranks.distributed else None,
@@ -231,7 +233,8 @@ def _load_pretrained(model, path: Path, source: Bundle | None, arch: str, attrib
     """GMP-PT: start from a bundle (`source`, loaded from `path`: its model.pt) or a checkpoint file."""
     if source is not None:
         if source.manifest["architecture"] != arch:
-            raise SparsebiasError(f"--from {path}: a {source.manifest['architecture']} bundle, the recipe trains {arch}")
+            raise SparsebiasError(f"--from {path}: a {source.manifest['architecture']} bundle, "
+                                  f"the recipe trains {arch}")
         if "model.pt" not in source.manifest["files"]:
             parent = source.manifest.get("quantization", {}).get("parent", {}).get("path")
             raise SparsebiasError(f"--from {path}: the bundle has no torch weights"
