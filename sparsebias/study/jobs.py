@@ -31,7 +31,7 @@ from ..core.errors import SparsebiasError, first_line
 # an epoch costs 0.45 of a 64 px one, so the budget buys 14 epochs, which pruned models need to recover
 # (at 64 px it bought 7); the recipes scale their pruning schedule with num_epochs. So short a schedule
 # takes larger steps: each recipe's init_lr times QUICK_LR_FACTOR (the dense model at 0.1 stayed
-# under-trained, at 0.3 it is CelebA-like). --data and --set win.
+# under-trained, at 0.3 it is CelebA-like; measured on the SGD ladder only). --data and --set win.
 QUICK = {"num_epochs": 14, "image_size": 32, "data": "synthfaces:size=32"}
 QUICK_LR_FACTOR = 3
 
