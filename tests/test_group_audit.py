@@ -165,7 +165,7 @@ def test_predict_gives_class_probabilities(group_bundles, tmp_path):
     files = [f"{root}/{i}" for i in fair.split("test")["ids"][:5]]
     result = CliRunner().invoke(main, ["predict", str(fair.path), *files, "--engine", "onnxruntime", "--out", "-"])
     assert result.exit_code == 0, result.output
-    lines = [l for l in result.output.splitlines() if l.startswith(("path", root))]
+    lines = [line for line in result.output.splitlines() if line.startswith(("path", root))]
     header = lines[0].split(",")
     assert "p_race=White" in header and header[-3:] == ["gender", "race", "overridden"]
     row = dict(zip(header, lines[1].split(",")))

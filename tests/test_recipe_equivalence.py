@@ -36,7 +36,7 @@ def _masks(modifiers, ours: bool) -> dict:
             out.update({n: m for n, m in zip(mod.names, mod.masks)})
         elif not ours and hasattr(mod, "module_masks") and mod.module_masks is not None and mod.module_masks.enabled:
             masks = mod.module_masks
-            out.update({f"{l}.{p}": m for l, p, m in zip(masks.layer_names, masks.param_names, masks.param_masks)})
+            out.update({f"{layer}.{p}": m for layer, p, m in zip(masks.layer_names, masks.param_names, masks.param_masks)})
     return out
 
 
