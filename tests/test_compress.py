@@ -206,3 +206,34 @@ def test_a_diverging_run_stops_with_a_clear_error(repo, tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "training diverged: the loss is" in result.output and "lower init_lr" in result.output
     assert not (tmp_path / "diverged").exists()
+
+
+def test_export_tolerance_scales_with_the_logits(tmp_path):
+    """A diverging (or over-confident) model has logits in the thousands, where fp32 rounding
+    alone moves them by more than 1e-3: export accepts it, and still refuses a graph that errs."""
+    from sparsebias.bundle.export import ExportError, export_onnx
+    from sparsebias.core.tolerance import logit_tolerance
+
+    assert logit_tolerance(1e-3, np.array([[0.5, -0.2]])) == 1e-3
+    assert logit_tolerance(1e-3, np.array([[-2e4, 3.0, np.inf, np.nan]])) == pytest.approx(0.2)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(16 * 6 * 6, 4))
+    with torch.no_grad():
+        model[1].running_var.fill_(1e-6)   # a dead channel's statistics: activations scaled up 1000x
+        model[4].weight.mul_(1e3)
+    batch = torch.randn(8, 3, 8, 8)
+    checked = export_onnx(model, tmp_path / "big.onnx", batch)
+    assert 1e-3 < checked["max_abs_diff_vs_torch"] < logit_tolerance(1e-3, model.eval()(batch).detach().numpy())
+
+    class Wrong(torch.nn.Module):   # the graph exported is not the model torch runs: 1% off
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            out = self.inner(x)
+            return out if torch.jit.is_tracing() else out * 1.01
+
+    with pytest.raises(ExportError, match="ONNX output differs from torch by"):
+        export_onnx(Wrong(), tmp_path / "wrong.onnx", batch)

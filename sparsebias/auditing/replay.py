@@ -19,6 +19,7 @@ import numpy as np
 from ..bundle.flops import check_claimed_sparsity
 from ..bundle.format import Bundle
 from ..core.errors import SparsebiasError
+from ..core.tolerance import logit_tolerance
 from ..data import open_data
 from ..data.images import split_images, standardize
 from ..engines import bundle_model, load_engine
@@ -150,10 +151,11 @@ def _compare(bundle: Bundle, name: str, ids, stored: np.ndarray, logits: np.ndar
         difference = np.abs(stored.astype(np.float64) - logits)
     difference[~np.isfinite(difference)] = np.inf
     worst = float(difference.max()) if difference.size else 0.0
-    if worst > tolerance:
+    allowed = logit_tolerance(tolerance, stored)
+    if worst > allowed:
         row, column = np.unravel_index(int(np.argmax(difference)), difference.shape)
         raise SparsebiasError(f"{bundle.path}: the stored {name} logits are not what model.onnx computes: largest "
-                              f"difference {worst:.3g} (sample {ids[row]}, output {column}; tolerance {tolerance:g})")
+                              f"difference {worst:.3g} (sample {ids[row]}, output {column}; tolerance {allowed:.3g})")
     return worst
 
 

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from ..core.ort_session import ort_session
+from ..core.tolerance import logit_tolerance
 
 OPSET = 13
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-TOLERANCE = 1e-3  # max abs logit difference torch vs onnxruntime that we accept
+TOLERANCE = 1e-3  # max abs logit difference torch vs onnxruntime that we accept (core.tolerance)
 
 
 class ExportError(RuntimeError):
@@ -25,8 +26,9 @@ def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor, tolerance: fl
     """Export with a dynamic batch axis; verify with onnx.checker and onnxruntime vs torch."""
     got, expected, checked = _export_and_run(model, path, batch, optimize=True)
     diff = float(np.abs(got - expected).max())
-    if not diff <= tolerance:
-        raise ExportError(f"ONNX output differs from torch by {diff:.3g} (> {tolerance})")
+    allowed = logit_tolerance(tolerance, expected)
+    if not diff <= allowed:
+        raise ExportError(f"ONNX output differs from torch by {diff:.3g} (> {allowed:.3g})")
     return {**checked, "max_abs_diff_vs_torch": diff}
 
 

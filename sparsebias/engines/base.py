@@ -96,6 +96,7 @@ class Engine:
 
     name: str = ""
     tolerance: float = 1e-4  # max |logit difference| from onnxruntime on CPU (fp32) expected of this engine
+    # (for logits up to 100 in size; core.tolerance)
 
     def __init__(self, model: ModelSource, batch_size: int, num_cores: int | None = None):
         model.check_batch(batch_size)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..bundle.flops import count_flops
 from ..core.errors import SparsebiasError
+from ..core.tolerance import logit_tolerance
 from .base import Engine, EngineUnavailable, ModelSource, open_model, physical_cores
 from .registry import ENGINES, load_engine, parse_engines, require_engine
 
@@ -162,10 +163,11 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
             if model.onnx_path not in baseline_logits:
                 baseline_logits[model.onnx_path] = load_engine(BASELINE_ENGINE, model, len(inputs),
                                                                settings.cores).predict(inputs)
-            diff = float(np.abs(engine.predict(inputs) - baseline_logits[model.onnx_path]).max())
+            baseline = baseline_logits[model.onnx_path]
+            diff = float(np.abs(engine.predict(inputs) - baseline).max())
             agreement.append({"model": model.name, "engine": engine_name, "vs": BASELINE_ENGINE,
                               "inputs": len(inputs), "max_abs_diff": diff,
-                              "agrees": diff <= ENGINES[engine_name].tolerance})
+                              "agrees": diff <= logit_tolerance(ENGINES[engine_name].tolerance, baseline)})
         loaded.append(engine)
     times = [[] for _ in jobs]
     for round_ in range(settings.rounds):
