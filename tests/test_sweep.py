@@ -38,13 +38,13 @@ def test_plan(repo):
     assert "pruning_end_epoch" not in dense.overrides and sparse.overrides["pruning_end_epoch"] == 3
     assert dense.overrides["num_epochs"] == QUICK["num_epochs"] and jobs[1].attributes == ("Smiling",)
     assert dense.overrides["image_size"] == 32 and dense.overrides["data"] == "synthfaces:size=32"
-    assert dense.overrides["init_lr"] == 0.3 and sparse.overrides["init_lr"] == 0.3   # 3x the recipes' 0.1
+    assert "init_lr" not in dense.overrides   # the recipes' own
     mine = plan(recipes(repo, "resnet18_dense"), 1, quick=True, data="celeba:/d",
                 overrides={"image_size": 64, "init_lr": 0.05})
     assert mine[0].overrides == {**QUICK, "data": "celeba:/d", "image_size": 64, "init_lr": 0.05}  # the user's win
     adam = plan(recipes(repo, "resnet18_pt_95", "resnet18_dense"), 1, quick=True, from_dense=True,
                 overrides=parse_overrides(["resnet18_dense:init_lr=0.2"]))
-    assert {j.name: j.overrides["init_lr"] for j in adam} == {"resnet18_dense-s0": 0.2, "resnet18_pt_95-s0": 3e-4}
+    assert {j.name: j.overrides.get("init_lr") for j in adam} == {"resnet18_dense-s0": 0.2, "resnet18_pt_95-s0": None}
     pt = plan(recipes(repo, "resnet18_pt_95", "resnet18_dense"), 1, from_dense=True)
     assert [(j.name, j.start_from) for j in pt] == [("resnet18_dense-s0", None), ("resnet18_pt_95-s0", "resnet18_dense-s0")]
     assert level_of("recipes/resnet18_99_5.yaml") == "99_5" and level_of("x/mobilenet_v2_dense.yaml") == "dense"
@@ -306,7 +306,7 @@ def test_a_run_begun_with_other_settings_is_refused(repo, tmp_path):
     quick = plan(recipes(repo, "resnet18_dense"), 1, quick=True)
     with pytest.raises(SparsebiasError, match=r"run resnet18_dense-s0 was planned there with settings "
                                               r"num_epochs=32; this sweep asks for data=synthfaces:size=32, image_size=32, "
-                                              r"init_lr=0.3, num_epochs=14 \(sweep into"):
+                                              r"num_epochs=14 \(sweep into"):
         run_sweep(quick, tmp_path)
     assert (tmp_path / "sweep.json").read_text() == plan_file
     _check_same_settings(plan(recipes(repo, "resnet18_dense"), 1, overrides={"num_epochs": 32.0}), tmp_path)

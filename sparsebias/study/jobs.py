@@ -29,11 +29,8 @@ from ..core.errors import SparsebiasError, first_line
 
 # --quick: the resnet18 ladder with 2 seeds in 38 minutes on 2 EPYC cores (docs/study_quick). At 32 px
 # an epoch costs 0.45 of a 64 px one, so the budget buys 14 epochs, which pruned models need to recover
-# (at 64 px it bought 7); the recipes scale their pruning schedule with num_epochs. So short a schedule
-# takes larger steps: each recipe's init_lr times QUICK_LR_FACTOR (the dense model at 0.1 stayed
-# under-trained, at 0.3 it is CelebA-like; measured on the SGD ladder only). --data and --set win.
+# (at 64 px it bought 7); the recipes scale their pruning schedule with num_epochs. --data and --set win.
 QUICK = {"num_epochs": 14, "image_size": 32, "data": "synthfaces:size=32"}
-QUICK_LR_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -77,8 +74,6 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     for path, recipe in recipes.items():
         # a setting applies where the recipe has it: a dense recipe has no pruning schedule
         settings = {k: v for k, v in overrides.items() if k in RUN_DEFAULTS or k in recipe.variables}
-        if quick and "init_lr" not in settings:
-            settings["init_lr"] = round(recipe.settings["init_lr"] * QUICK_LR_FACTOR, 12)
         settings.update(scoped.get(path, {}))
         for seed in range(seeds):
             for task in tasks:
