@@ -19,7 +19,7 @@ import numpy as np
 from ..bundle.flops import check_claimed_sparsity
 from ..bundle.format import Bundle
 from ..core.errors import SparsebiasError
-from ..core.tolerance import logit_tolerance
+from ..core.tolerance import EXPORT_TOLERANCE, logit_tolerance
 from ..data import open_data
 from ..data.images import split_images, standardize
 from ..engines import bundle_model, load_engine
@@ -52,7 +52,6 @@ def replay_bundle(bundle: Bundle, *, splits=LOGIT_SPLITS, data: str | None = Non
     unknown = [s for s in splits if s not in LOGIT_SPLITS]
     if unknown:
         raise SparsebiasError(f"split {unknown[0]!r} has no logits to re-run; bundles store {', '.join(LOGIT_SPLITS)}")
-    from ..bundle.export import TOLERANCE as EXPORT_TOLERANCE  # bundle.export loads torch
 
     check_claimed_sparsity(bundle)
     table = _open_table(bundle, data, echo)

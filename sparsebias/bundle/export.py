@@ -11,18 +11,17 @@ import torch
 from torch import nn
 
 from ..core.ort_session import ort_session
-from ..core.tolerance import logit_tolerance
+from ..core.tolerance import EXPORT_TOLERANCE, logit_tolerance
 
 OPSET = 13
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-TOLERANCE = 1e-3  # max abs logit difference torch vs onnxruntime that we accept (core.tolerance)
 
 
 class ExportError(RuntimeError):
     """The exported graph does not compute what the torch model computes."""
 
 
-def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor, tolerance: float = TOLERANCE) -> dict:
+def export_onnx(model: nn.Module, path: Path, batch: torch.Tensor, tolerance: float = EXPORT_TOLERANCE) -> dict:
     """Export with a dynamic batch axis; verify with onnx.checker and onnxruntime vs torch."""
     got, expected, checked = _export_and_run(model, path, batch, optimize=True)
     diff = float(np.abs(got - expected).max())
@@ -53,7 +52,7 @@ def qdq_agreement(qdq: np.ndarray, fake_quant: np.ndarray, unquantized: np.ndarr
     """export_qdq's verdict on three sets of logits; raises ExportError when they disagree."""
     diff = np.abs(qdq - fake_quant)
     quantization = float(np.abs(fake_quant - unquantized).mean())
-    if not diff.mean() <= max(quantization / 2, TOLERANCE):
+    if not diff.mean() <= max(quantization / 2, EXPORT_TOLERANCE):
         raise ExportError(f"the QDQ graph differs from the fake-quantized torch model by {diff.mean():.3g} on "
                           f"average, more than half of what quantization changes ({quantization:.3g})")
     return {"max_abs_diff_vs_torch": float(diff.max()), "median_abs_diff_vs_torch": float(np.median(diff)),

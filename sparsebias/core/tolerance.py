@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-LOGIT_SCALE = 100.0   # the tolerances are set for logits up to this size, any calibrated classifier's
+LOGIT_SCALE = 100.0     # the tolerances are set for logits up to this size, any calibrated classifier's
+EXPORT_TOLERANCE = 1e-3  # max |logit difference| torch vs onnxruntime that export (and a re-run) accepts
 
 
 def logit_tolerance(tolerance: float, reference: np.ndarray) -> float:
