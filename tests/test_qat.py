@@ -159,6 +159,14 @@ def test_quantization_modifier_arguments_it_cannot_honour_are_refused(tmp_path, 
         load_recipe(recipe)
 
 
+def test_start_epoch_minus_one_starts_quantization_at_once(tmp_path):
+    """SparseML's default, and what its transfer recipes compute as `num_epochs - quantization_epochs`."""
+    recipe = tmp_path / "qat.yaml"
+    recipe.write_text("modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n"
+                      "  - !QuantizationModifier\n    start_epoch: eval(2 - 3)\n")
+    assert load_recipe(recipe).quantization_modifier.start_epoch == 0.0
+
+
 def test_quantization_must_start_before_training_ends(repo):
     with pytest.raises(SparsebiasError, match="when training has ended"):
         load_recipe(repo / RECIPE, parse_overrides([*TINY_SETTINGS, "num_epochs=4", "quantization_start_epoch=4"]))

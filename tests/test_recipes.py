@@ -145,6 +145,11 @@ EPOCHS = "modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch
     ("end: eval(start + epochs)\nstart: 0\n" + EPOCHS, r"variable end: cannot evaluate eval\(start \+ epochs\): epochs is not defined"),
     ("end: eval(a)\na: eval(b + 1)\nb: eval(a * 2)\n" + EPOCHS, r"variable end: .*the variables form a cycle: a -> b -> a"),
     ("- just\n- a list\n", "a recipe is a YAML mapping"),
+    ("stage:\n  pruning_modifiers:\n    MagnitudePruningModifier:\n      final_sparsity: 0.5\n",
+     r"'pruning_modifiers' names MagnitudePruningModifier as a plain key, the SparseML 2 / llm-compressor form"),
+    ("modifiers:\n  - {note: " + "x" * 200 + "}\n", r"'modifiers' lists \{'note': 'x{47}\.\.\., which is not a !Modifier$"),
+    ("modifiers:\n  - !EpochRangeModifier\n    start_epoch: -2\n    end_epoch: 2\n",
+     r"start_epoch and end_epoch must be -1 or at least 0 \(got -2 and 2\)"),
 ])
 def test_malformed_recipes(tmp_path, text, message):
     with pytest.raises(SparsebiasError, match=message):

@@ -41,7 +41,7 @@ class Modifier:
     def _validate_schedule(self):
         start, end, name = self.start_epoch, self.end_epoch, type(self).__name__
         if start < -1 or end < -1:
-            raise RecipeError(f"{name}: start_epoch and end_epoch must be -1 or at least 0")
+            raise RecipeError(f"{name}: start_epoch and end_epoch must be -1 or at least 0 (got {start:g} and {end:g})")
         if self.end_comparator is None and end != -1:
             raise RecipeError(f"{name} takes no end_epoch (got {end:g})")
         if self.end_comparator == -1 and end != -1 and end < start:

@@ -259,9 +259,7 @@ class QuantizationModifier(Modifier):
                  custom_quantizable_module_types: list | None = None, activation_qconfig_kwargs: dict | None = None,
                  weight_qconfig_kwargs: dict | None = None, tensorrt: bool = False):
         super().__init__(start_epoch, end_epoch)
-        if self.start_epoch < 0:
-            raise RecipeError("QuantizationModifier: start_epoch must be given (the epoch quantization-aware "
-                              "training starts at)")
+        self.start_epoch = max(self.start_epoch, 0.0)   # SparseML's -1 (the default) starts it at once
         self.scheme = _check_scheme(scheme)
         self.observer_end = _optional_epoch(self, "disable_quantization_observer_epoch",
                                             disable_quantization_observer_epoch)

@@ -144,8 +144,13 @@ def _entries(path, container: dict, numeric: dict, others: dict, offset: int, st
         if "modifiers" not in group:
             continue
         for item in items if isinstance(items, list) else [items]:
+            if isinstance(item, dict) and any(str(key).endswith("Modifier") for key in item):
+                raise SparsebiasError(f"{path}: {group!r} names {', '.join(map(str, item))} as a plain key, the "
+                                      "SparseML 2 / llm-compressor form; sparsebias reads SparseML 1.x recipes, "
+                                      "where each modifier is a tagged list item (- !GMPruningModifier)")
             if not isinstance(item, ModifierEntry):
-                raise SparsebiasError(f"{path}: {group!r} lists {item!r}, which is not a !Modifier")
+                shown = repr(item) if len(repr(item)) <= 60 else repr(item)[:57] + "..."
+                raise SparsebiasError(f"{path}: {group!r} lists {shown}, which is not a !Modifier")
             item.line += offset
             item.stage = stage
             try:
