@@ -152,6 +152,22 @@ def test_gmp_pt_from_a_dense_bundle_and_from_a_checkpoint(dense_bundle, repo, tm
     assert ckpt.manifest["sparsity"]["overall"] == pytest.approx(0.90, abs=0.005)
 
 
+def test_gmp_pt_from_weights_saved_through_a_wrapper(dense_bundle, tmp_path):
+    """A Lightning checkpoint (`state_dict`, keys under `model.`) of a torch.compile'd model."""
+    from sparsebias.training.pipeline import _load_pretrained
+
+    weights = state_dict_from(dense_bundle.file("model.pt"))
+    wrapped = tmp_path / "lightning.ckpt"
+    torch.save({"epoch": 3, "state_dict": {f"model._orig_mod.{k}": v for k, v in weights.items()}}, wrapped)
+    model = build_model("resnet18", 40)
+    _load_pretrained(model, wrapped, None, "resnet18", dense_bundle.attributes, lambda *a, **k: None)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, weights[key], rtol=0, atol=0)
+    torch.save({"state_dict": {f"model.{k}" if k.startswith("fc") else k: v for k, v in weights.items()}}, wrapped)
+    with pytest.raises(SparsebiasError, match="weights do not fit resnet18 \\(e.g. 'model.fc.weight'\\)"):
+        _load_pretrained(model, wrapped, None, "resnet18", dense_bundle.attributes, lambda *a, **k: None)
+
+
 def test_a_recipe_naming_no_model_trains_the_architecture_of_its_from_bundle(repo, tmp_path):
     """SparseML's transfer-learning cards name no model: the --from bundle's weights decide it."""
     source = tiny_compress(repo / "recipes/mobilenet_v1_dense.yaml", tmp_path, name="mobilenet", epochs=1)

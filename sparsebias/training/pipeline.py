@@ -245,6 +245,7 @@ def _load_pretrained(model, path: Path, source: Bundle | None, arch: str, attrib
         state = state_dict_from(path)
         same_outputs = True
     own = model.state_dict()
+    state = _without_wrapper_prefix(state, own)
     unknown = [k for k in state if k not in own]
     if unknown:
         raise SparsebiasError(f"--from {path}: weights do not fit {arch} (e.g. {unknown[0]!r})")
@@ -255,6 +256,17 @@ def _load_pretrained(model, path: Path, source: Bundle | None, arch: str, attrib
         raise SparsebiasError(f"--from {path}: weight {body_mismatch[0]!r} has the wrong shape for {arch}")
     model.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
     echo(f"Starting from {path}" + (" (output layer re-initialised: different attributes)" if head else ""))
+
+
+def _without_wrapper_prefix(state: dict, own: dict) -> dict:
+    """Weights saved through a wrapper (Lightning's `model.`, torch.compile's `_orig_mod.`)
+    carry its attribute name before every key: drop it while no key fits and one name leads all."""
+    while state and not any(k in own for k in state):
+        leading = {k.split(".", 1)[0] for k in state}
+        if len(leading) != 1 or not all("." in k for k in state):
+            break
+        state = {k.split(".", 1)[1]: v for k, v in state.items()}
+    return state
 
 
 def _head_keys(model) -> set[str]:
