@@ -46,4 +46,4 @@ def state_dict_from(path: Path) -> dict:
             break
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SparsebiasError(f"{path}: holds no model state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return state
