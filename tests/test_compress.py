@@ -153,7 +153,8 @@ def test_gmp_pt_from_a_dense_bundle_and_from_a_checkpoint(dense_bundle, repo, tm
 
 
 def test_gmp_pt_from_weights_saved_through_a_wrapper(dense_bundle, tmp_path):
-    """A Lightning checkpoint (`state_dict`, keys under `model.`) of a torch.compile'd model; DDP's `module.` the same way."""
+    """A Lightning checkpoint (`state_dict`, keys under `model.`) of a torch.compile'd model
+    (DDP's `module.` goes the same way)."""
     from sparsebias.training.pipeline import _load_pretrained
 
     weights = state_dict_from(dense_bundle.file("model.pt"))
