@@ -99,3 +99,25 @@ def test_bad_models_exit_2(dense_bundle, tmp_path):
     result = CliRunner().invoke(main, ["bench", str(junk), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "junk.onnx: not a valid ONNX model" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_bare_onnx_file_with_external_data_on_every_available_engine(dense_bundle, tmp_path):
+    """Large models are saved with their weights beside the graph; the torch engine needs a
+    bundle, so 'available' leaves it out for a bare file and says why."""
+    import onnx
+
+    model = onnx.load(str(dense_bundle.file("model.onnx")))
+    onnx.save_model(model, str(tmp_path / "big.onnx"), save_as_external_data=True, location="big.weights",
+                    size_threshold=0)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["bench", str(tmp_path / "big.onnx"), "--engine", "available",
+                                       "--batch-size", "2", "--duration", "0.2", "--warmup", "0", "--rounds", "1",
+                                       "--cores", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "bench.json").read_text())
+    assert "torch" not in data["settings"]["engines"]
+    assert "bare ONNX file" in data["skipped_engines"]["torch"]
+    assert "note: torch left out" in result.output
+    assert all(a["agrees"] for a in data["agreement"])
+    assert data["models"][0]["weight_sparsity"] == pytest.approx(
+        dense_bundle.manifest["sparsity"]["overall"], abs=0.01)

@@ -44,11 +44,13 @@ def bench(models, engines, batch_sizes, cores, reference, warmup, duration, roun
                      reference=reference, warmup_s=warmup, duration_s=duration, rounds=rounds, profile=profile,
                      progress=progress)
     click.echo(bench_table(report))
+    for name, reason in report.document.get("skipped_engines", {}).items():
+        click.echo(f"note: {name} left out: {reason}", err=True)
     for a in report.disagreements:
         click.echo(f"warning: {a['engine']} differs from onnxruntime by {a['max_abs_diff']:.2e} on {a['model']}",
                    err=True)
-    for r in report.fallbacks:
-        click.echo(f"warning: deepsparse ran {r['supported_share']:.0%} of {r['model']}'s graph; the rest ran on its "
+    for model, share in {r["model"]: r["supported_share"] for r in report.fallbacks}.items():
+        click.echo(f"warning: deepsparse ran {share:.0%} of {model}'s graph; the rest ran on its "
                    "bundled onnxruntime, so its figures are not DeepSparse's", err=True)
     written = write_bench(report, out_dir)
     click.echo("wrote " + ", ".join(map(str, written)))

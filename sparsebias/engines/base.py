@@ -73,7 +73,7 @@ def _describe_onnx(path: Path, bundle) -> ModelSource:
 
     try:
         model = onnx.load(str(path), load_external_data=False)
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path))   # by path: external data is found beside the model
     except Exception as e:  # protobuf raises DecodeError, the checker ValidationError
         reason = first_line(e, 160)
         raise SparsebiasError(f"{path}: not a valid ONNX model ({reason})") from None
@@ -85,7 +85,8 @@ def _describe_onnx(path: Path, bundle) -> ModelSource:
     dims = inputs[0].type.tensor_type.shape.dim
     if len(dims) != 4 or not all(d.dim_value > 0 for d in dims[1:]):
         shape = [d.dim_value or d.dim_param or "?" for d in dims]
-        raise SparsebiasError(f"{path}: input {inputs[0].name!r} has shape {shape}, expected (batch, C, H, W)")
+        raise SparsebiasError(f"{path}: input {inputs[0].name!r} has shape {shape}, expected (batch, C, H, W) with "
+                              "C, H and W fixed (export the model at one image size)")
     return ModelSource(onnx_path=path, input_name=inputs[0].name, output_name=model.graph.output[0].name,
                        input_shape=tuple(d.dim_value for d in dims[1:]),
                        fixed_batch=dims[0].dim_value or None, bundle=bundle)

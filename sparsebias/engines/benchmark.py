@@ -39,6 +39,7 @@ class Settings:
     seed: int = 0
     profile: bool = False   # also record DeepSparse's per-layer timings at the largest batch
     rounds: int = 3         # duration_s is shared among this many interleaved rounds
+    skip_unfit: bool = False  # 'available': leave out an engine that cannot run a model, not fail
 
 
 def measure(engine: Engine, warmup_s: float, duration_s: float, seed: int = 0, min_iterations: int = 5) -> dict:
@@ -119,9 +120,11 @@ def bench(models, *, engines=("auto", BASELINE_ENGINE), batch_sizes=(1, 16), cor
 
     >>> bench(["exported/resnet18_99"], reference="exported/resnet18_dense").to_frame()  # doctest: +SKIP
     """
-    names = parse_engines(",".join(engines) if not isinstance(engines, str) else engines)
-    settings = Settings(engines=names, batch_sizes=[batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes), cores=cores or physical_cores(),
-                        warmup_s=warmup_s, duration_s=duration_s, profile=profile, rounds=rounds)
+    text = ",".join(engines) if not isinstance(engines, str) else engines
+    settings = Settings(engines=parse_engines(text),
+                        batch_sizes=[batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes),
+                        cores=cores or physical_cores(), warmup_s=warmup_s, duration_s=duration_s, profile=profile,
+                        rounds=rounds, skip_unfit=text.strip() == "available")
     paths = [models] if isinstance(models, (str, Path)) or hasattr(models, "manifest") else list(models)
     return BenchReport(run_bench(paths, settings, reference=reference, progress=progress))
 
@@ -142,13 +145,17 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise SparsebiasError(f"two models are named {twice[0]!r}: give each model (and the reference) once")
+    skipped = {}
     for model in every:  # refuse now, not after minutes of measuring
         for batch_size in settings.batch_sizes:
             model.check_batch(batch_size)
         for name in engines:
             reason = require_engine(name).cannot_load(model)
-            if reason:
+            if reason and settings.skip_unfit and name != BASELINE_ENGINE:
+                skipped.setdefault(name, reason)
+            elif reason:
                 raise EngineUnavailable(f"{name}: {reason}")
+    engines = [name for name in engines if name not in skipped]
 
     jobs = [(m, e, b) for m in every for e in engines for b in settings.batch_sizes]
     loaded, agreement, baseline_logits = [], [], {}
@@ -190,7 +197,7 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
     _add_speedups(results, ref_model.name if ref_model else None)
     profile = {m.name: profile_deepsparse(m, max(settings.batch_sizes), settings.cores)
                for m in every} if settings.profile and "deepsparse" in engines else {}
-    return {"machine": machine(), "settings": {**vars(settings), "engines": engines},
+    return {"machine": machine(), "settings": {**vars(settings), "engines": engines}, "skipped_engines": skipped,
             "reference": ref_model.name if ref_model else None,
             "speedup_definition": _speedup_definition(ref_model is not None),
             "models": [describe_model(m, reference=m is ref_model) for m in every],

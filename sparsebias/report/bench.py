@@ -38,6 +38,9 @@ def bench_markdown(report: dict) -> str:
              "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
              "Speedups, measured in this run (in brackets: the lowest and highest round):", ""]
     lines += [f"- {name}: {text}" for name, text in report["speedup_definition"].items()]
+    if report.get("skipped_engines"):
+        lines += ["", "Left out (`--engine available`): " + "; ".join(
+            f"{name}, {reason}" for name, reason in report["skipped_engines"].items()) + "."]
     lines += ["", "## Models", "", markdown_table(
         ["model", "input", "weight sparsity", "dense GMACs", "sparse GMACs", "dense GFLOPs", "sparse GFLOPs",
          "FLOP reduction"],
