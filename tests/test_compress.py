@@ -185,6 +185,34 @@ def test_a_recipe_naming_no_model_trains_the_architecture_of_its_from_bundle(rep
         tiny_compress(card, tmp_path, name="resnet", epochs=1, extra=["arch=resnet18"], from_path=source.path)
 
 
+def test_pruned_batch_norm_scales_empty_channels_the_bundle_counts(tmp_path):
+    """SparseML prunes whatever `params` match: 're:.*weight' takes the batch norms' scales too,
+    and each zero scale empties its convolution's output channel when the export folds them."""
+    from sparsebias.bundle import load_bundle
+    from sparsebias.bundle.flops import check_claimed_sparsity
+    from sparsebias.training.models import sparsity_report
+
+    recipe = tmp_path / "everything.yaml"
+    recipe.write_text("num_epochs: 1\nmodifiers:\n  - !EpochRangeModifier\n    start_epoch: 0.0\n"
+                      "    end_epoch: eval(num_epochs)\n"
+                      "  - !GMPruningModifier\n    params: ['re:.*weight']\n    init_sparsity: 0.5\n"
+                      "    final_sparsity: 0.5\n    start_epoch: 0.0\n    end_epoch: 1.0\n"
+                      "    update_frequency: 1.0\n    leave_enabled: true\n")
+    messages = []
+    bundle = tiny_compress(recipe, tmp_path, epochs=1, echo=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    model = build_model("resnet18", 40)
+    model.load_state_dict(state_dict_from(bundle.file("model.pt")))
+    assert int((model.bn1.weight == 0).sum()) == 32   # half of the stem's 64 scales
+    pruned = sparsity_report(model)[0]
+    assert pruned == pytest.approx(0.5, abs=0.005)
+    # a conv weight stays only where both it and its channel's scale survived: about a quarter
+    assert bundle.manifest.layer_sparsity["conv1.weight"] == pytest.approx(
+        float(((model.conv1.weight == 0) | (model.bn1.weight == 0).view(-1, 1, 1, 1)).float().mean()))
+    assert 0.7 < bundle.manifest.sparsity < 0.8
+    assert any("the recipe pruned batch-norm scales" in m for m in messages)
+    check_claimed_sparsity(load_bundle(bundle.path))   # the graph holds what the manifest says
+
+
 def test_single_attribute_training(repo, tmp_path):
     bundle = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, epochs=1,
                            attributes=["Smiling"])

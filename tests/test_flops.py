@@ -81,3 +81,21 @@ def test_sparse_count_scales_each_layer_by_its_nonzero_share(resnet18_224, tmp_p
     for layer in report.layers:
         assert layer.sparse_macs == pytest.approx(layer.dense_macs * (1 - layer.weight_sparsity), rel=1e-9)
     assert 6 < report.dense_macs / report.sparse_macs < 7
+
+
+def test_layers_whose_weights_the_exporter_shares_are_counted(tmp_path):
+    """torch's exporter keeps one copy of equal weights (here two emptied layers) and reads it
+    through an Identity: both layers are still there, and both are empty."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    with torch.no_grad():
+        model.layer4[1].conv1.weight.zero_()
+        model.layer4[1].conv2.weight.zero_()
+    path = tmp_path / "shared.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=13)
+    assert "Identity" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    report = count_flops(path)
+    assert len(report.layers) == 21
+    assert sorted(layer.weight_sparsity for layer in report.layers)[-2:] == [1.0, 1.0]

@@ -73,10 +73,11 @@ def count_flops(model) -> FlopReport:
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in (*graph.input, *graph.value_info, *graph.output)}
     weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:  # Constant nodes hold weights too in some exports, QDQ graphs dequantize them
+    for node in graph.node:  # Constant nodes hold weights too in some exports, QDQ graphs dequantize them,
+        # and torch's exporter shares equal weights (two emptied layers) through an Identity
         if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims:
             weights[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-        elif node.op_type == "DequantizeLinear" and node.input[0] in weights:
+        elif node.op_type in ("DequantizeLinear", "Identity") and node.input[0] in weights:
             weights[node.output[0]] = weights[node.input[0]]
 
     report = FlopReport()
@@ -154,28 +155,33 @@ def _other_op_cost(node, out_shape, shapes) -> int:
 
 def check_claimed_sparsity(bundle) -> None:
     """model.onnx must be as sparse as the manifest says, in its cost figures and in its layers: a
-    swapped model or an edited claim is caught before any image is run. An INT8 graph keeps the
-    layers' sparsity of its FP32 parent, and rounding can only add zeros to it."""
+    swapped model or an edited claim is caught before any image is run."""
     measured = count_flops(bundle.file("model.onnx"))
     claimed = bundle.manifest.get("flops", {}).get("weight_sparsity")
     if claimed is not None and abs(measured.weight_sparsity - float(claimed)) > SPARSITY_TOLERANCE:
-        _sparsity_mismatch(bundle, measured.weight_sparsity, float(claimed))
-    quantized = "quantization" in bundle.manifest
-    if measured.weight_sparsity < bundle.manifest.sparsity - SPARSITY_TOLERANCE or (
-            not quantized and abs(measured.weight_sparsity - bundle.manifest.sparsity) > SPARSITY_TOLERANCE):
-        _sparsity_mismatch(bundle, measured.weight_sparsity, bundle.manifest.sparsity)
+        raise SparsebiasError(f"{bundle.path}: model.onnx has {measured.weight_sparsity:.2%} zero weights, the "
+                              f"manifest says {float(claimed):.2%}")
+    problem = sparsity_mismatch(measured, bundle.manifest.sparsity, bundle.manifest.layer_sparsity,
+                                quantized="quantization" in bundle.manifest)
+    if problem:
+        raise SparsebiasError(f"{bundle.path}: {problem}")
+
+
+def sparsity_mismatch(measured: FlopReport, overall: float, per_layer: dict[str, float],
+                      quantized: bool = False) -> str | None:
+    """How a graph's weights differ from a model's sparsity (`overall`, `per_layer`), or None.
+    An INT8 graph keeps its FP32 parent's zeros, and rounding can only add to them."""
+    if measured.weight_sparsity < overall - SPARSITY_TOLERANCE or (
+            not quantized and abs(measured.weight_sparsity - overall) > SPARSITY_TOLERANCE):
+        return f"model.onnx has {measured.weight_sparsity:.2%} zero weights, the manifest says {overall:.2%}"
     if quantized:
-        return
+        return None
     layers = sorted(layer.weight_sparsity for layer in measured.layers)
-    claims = sorted(bundle.manifest.layer_sparsity.values())
+    claims = sorted(per_layer.values())
     if len(claims) != len(layers):
-        raise SparsebiasError(f"{bundle.path}: model.onnx has {len(layers)} layers with weights, the manifest's "
-                              f"sparsity lists {len(claims)}")
+        return f"model.onnx has {len(layers)} layers with weights, the manifest's sparsity lists {len(claims)}"
     for has, says in zip(layers, claims):
         if abs(has - says) > SPARSITY_TOLERANCE:
-            raise SparsebiasError(f"{bundle.path}: the manifest's sparsity per layer is not model.onnx's: it lists "
-                                  f"{says:.4%} where the graph has {has:.4%} (layers in order of sparsity)")
-
-
-def _sparsity_mismatch(bundle, measured: float, claimed: float):
-    raise SparsebiasError(f"{bundle.path}: model.onnx has {measured:.2%} zero weights, the manifest says {claimed:.2%}")
+            return (f"the manifest's sparsity per layer is not model.onnx's: it lists {says:.4%} where the graph "
+                    f"has {has:.4%} (layers in order of sparsity)")
+    return None

@@ -76,10 +76,34 @@ def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
             if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
-def sparsity_report(model: nn.Module) -> tuple[float, dict[str, float]]:
-    """Overall share of zero weights across prunable layers, and each layer's share."""
-    weights = prunable_weights(model)
-    per_layer = {name: float((w == 0).float().mean()) for name, w in weights.items()}
-    zeros = sum(int((w == 0).sum()) for w in weights.values())
-    total = sum(w.numel() for w in weights.values())
-    return zeros / total, per_layer
+def sparsity_report(model: nn.Module, as_exported: bool = False) -> tuple[float, dict[str, float]]:
+    """Overall share of zero weights across prunable layers, and each layer's share.
+
+    `as_exported`: as model.onnx holds them, each batch norm folded into the convolution it
+    follows, so that a scale pruned to zero (SparseML prunes whatever a recipe's params match,
+    batch norms included) empties its convolution's output channel."""
+    zero = {name: w == 0 for name, w in prunable_weights(model).items()}
+    if as_exported:
+        for name, norm in _folded_batch_norms(model).items():
+            zero[name] = zero[name] | (norm.weight == 0).view(-1, *[1] * (zero[name].dim() - 1))
+    per_layer = {name: float(z.float().mean()) for name, z in zero.items()}
+    total = sum(z.numel() for z in zero.values())
+    return sum(int(z.sum()) for z in zero.values()) / total, per_layer
+
+
+def _folded_batch_norms(model: nn.Module) -> dict[str, nn.BatchNorm2d]:
+    """Convolution weight name -> the batch norm that alone reads its output: the pairs the ONNX
+    export folds into one convolution. None found where the model cannot be traced."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:   # tracing raises whatever the model's Python control flow does
+        return {}
+    modules = dict(model.named_modules())
+    pairs = {}
+    for node in graph.nodes:
+        norm = modules.get(node.target) if node.op == "call_module" else None
+        source = node.args[0] if isinstance(norm, nn.BatchNorm2d) and norm.affine else None
+        if isinstance(source, torch.fx.Node) and source.op == "call_module" and len(source.users) == 1 \
+                and isinstance(modules.get(source.target), nn.Conv2d):
+            pairs[f"{source.target}.weight"] = norm
+    return pairs

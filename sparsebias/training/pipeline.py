@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .._version import __version__
 from ..bundle.export import export_onnx, export_qdq
-from ..bundle.flops import count_flops
+from ..bundle.flops import SPARSITY_TOLERANCE, count_flops, sparsity_mismatch
 from ..bundle.format import Bundle, BundleWriter, bundle_lock, ensure_replaceable, load_bundle
 from ..core.devices import describe, resolve_device
 from ..core.distributed import Ranks
@@ -120,7 +120,11 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
     model.load_state_dict(result.best_state)
     model.eval()
 
-    overall, per_layer = sparsity_report(model)
+    overall, per_layer = sparsity_report(model, as_exported=True)
+    pruned = sparsity_report(model)[0]
+    if overall > pruned + SPARSITY_TOLERANCE:
+        echo(f"note: the exported weights are {overall:.2%} zero, the pruned ones {pruned:.2%}: the recipe pruned "
+             "batch-norm scales, and a zero scale empties its convolution's output channel when folded into it")
     emptied = [layer for layer, share in per_layer.items() if share == 1.0]
     if emptied:
         echo(f"warning: {len(emptied)} layer(s) entirely pruned, their outputs no longer depend on the input: "
@@ -131,6 +135,10 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
     with BundleWriter(out_dir / name) as bundle:
         check = normalize(sets["val"].images[:CHECK_BATCH])
         export = export_onnx(model, bundle.file("model.onnx"), check)
+        flops = count_flops(bundle.file("model.onnx"))
+        problem = sparsity_mismatch(flops, overall, per_layer)
+        if problem:   # caught here, not by the first command that loads the bundle
+            raise SparsebiasError(f"the export changed the pruned weights: {problem}")
         qat = recipe.quantization_modifier
         if qat is not None:
             try:
@@ -185,7 +193,7 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
                 "note": "model.onnx and the stored logits are the trained weights in FP32; `sparsebias quantize` "
                         "writes the INT8 bundle with the ranges observed in training"}} if qat else {}),
             "sparsity": {"overall": overall, "per_layer": per_layer},
-            "flops": count_flops(bundle.file("model.onnx")).to_dict(),
+            "flops": flops.to_dict(),
             "metrics": metrics,
             "export": export,
         }
