@@ -147,7 +147,8 @@ EPOCHS = "modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch
     ("- just\n- a list\n", "a recipe is a YAML mapping"),
     ("stage:\n  pruning_modifiers:\n    MagnitudePruningModifier:\n      final_sparsity: 0.5\n",
      r"'pruning_modifiers' names MagnitudePruningModifier as a plain key, the SparseML 2 / llm-compressor form"),
-    ("modifiers:\n  - {note: " + "x" * 200 + "}\n", r"'modifiers' lists \{'note': 'x{47}\.\.\., which is not a !Modifier$"),
+    ("modifiers:\n  - {note: " + "x" * 200 + "}\n",
+     r"'modifiers' lists \{'note': 'x{47}\.\.\., which is not a !Modifier$"),
     ("modifiers:\n  - !EpochRangeModifier\n    start_epoch: -2\n    end_epoch: 2\n",
      r"start_epoch and end_epoch must be -1 or at least 0 \(got -2 and 2\)"),
 ])

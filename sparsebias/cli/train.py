@@ -12,7 +12,8 @@ from .common import names
 @click.command()
 @click.option("--recipe", "recipe", required=True, type=click.Path(dir_okay=False),
               help="SparseML recipe (YAML, or Markdown with YAML front matter).")
-@click.option("--data", default=None, help="synthfaces (default), synthfaces:train=..,size=..,seed=.., celeba:PATH, fairface:PATH or utkface:PATH.")
+@click.option("--data", default=None, help="synthfaces (default), synthfaces:train=..,size=..,seed=.., celeba:PATH, "
+                                           "fairface:PATH or utkface:PATH.")
 @click.option("--attributes", default=None, help="Comma-separated attributes to train (default: all).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe variable or run setting, e.g. --set num_epochs=3 --set arch=mobilenet_v2.")
