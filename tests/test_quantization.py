@@ -101,6 +101,7 @@ def test_deepsparse_runs_the_whole_int8_graph(int8, sparse_bundle):
     assert ((deepsparse > 0) == (onnxruntime > 0)).mean() >= 0.95
 
 
+@needs_deepsparse
 def test_deepsparse_never_takes_the_process_down_on_an_int8_graph(int8):
     """Without VNNI, DeepSparse 1.8 can abort the process compiling a sparse INT8 graph (here:
     AVX2, batch 16 and 32): the engine compiles it in a child first and refuses in one line.
