@@ -75,18 +75,23 @@ def test_int8_bundles_refuse_what_they_cannot_do(int8, repo, tmp_path):
             "has no torch weights (an INT8 bundle: start from its FP32 parent")
 
 
+def _in_a_child(code: str) -> list[str]:
+    """The lines a Python child prints; DeepSparse aborts the process, not raises, on graphs it
+    cannot compile, so it runs outside pytest's."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()
+
+
 @needs_deepsparse
 def test_deepsparse_runs_the_whole_int8_graph(int8, sparse_bundle):
-    """In a child process: DeepSparse aborts the process, not raises, on graphs it cannot compile."""
     code = ("import json, numpy as np; from sparsebias.engines import load_engine, open_model; "
             f"m = open_model({str(int8.path)!r}); x = np.load({str(int8.file('check.npz'))!r})['inputs']; "
             "d = load_engine('deepsparse', m, len(x)); o = load_engine('onnxruntime', m, len(x)); "
             "a, b = d.predict(x), o.predict(x); "
             "print(json.dumps({'share': d.describe()['supported_share'], 'deepsparse': a.tolist(), "
             "'onnxruntime': b.tolist()}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(_in_a_child(code)[-1])
     assert result["share"] == 1.0
     deepsparse, onnxruntime = np.array(result["deepsparse"]), np.array(result["onnxruntime"])
     fp32 = np.load(sparse_bundle.file("check.npz"))
@@ -116,9 +121,7 @@ def test_deepsparse_never_takes_the_process_down_on_an_int8_graph(int8):
             "        print('ran', batch, engine.tolerance)\n"
             "    except EngineUnavailable as e:\n"
             "        print('refused', batch, e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    verdicts = [line for line in out.stdout.splitlines() if line.startswith(("ran", "refused"))]
+    verdicts = [line for line in _in_a_child(code) if line.startswith(("ran", "refused"))]
     assert [int(v.split()[1]) for v in verdicts] == [1, 16, 32]
     for verdict in verdicts:
         assert verdict.endswith(" 0.2") or "aborted compiling the INT8 graph" in verdict, verdict
