@@ -44,7 +44,7 @@ def bench(models, engines, batch_sizes, cores, reference, warmup, duration, roun
                      reference=reference, warmup_s=warmup, duration_s=duration, rounds=rounds, profile=profile,
                      progress=progress)
     click.echo(bench_table(report))
-    for name, reason in report.document.get("skipped_engines", {}).items():
+    for name, reason in report.skipped_engines.items():
         click.echo(f"note: {name} left out: {reason}", err=True)
     for a in report.disagreements:
         click.echo(f"warning: {a['engine']} differs from onnxruntime by {a['max_abs_diff']:.2e} on {a['model']}",

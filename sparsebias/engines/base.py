@@ -24,6 +24,9 @@ from ..bundle import Bundle, load_bundle
 from ..core.errors import SparsebiasError, first_line
 
 
+INT8_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear"}
+
+
 class EngineUnavailable(SparsebiasError):
     """The back end cannot run here (not installed, no GPU, unsupported CPU)."""
 
@@ -38,6 +41,7 @@ class ModelSource:
     input_shape: tuple[int, int, int]   # (C, H, W); the batch axis is the engine's
     fixed_batch: int | None             # the graph's batch size when it is not dynamic
     bundle: object | None = field(default=None, repr=False)
+    int8: bool = False                  # the graph computes in integers (QOperator or QDQ)
 
     @property
     def name(self) -> str:
@@ -89,7 +93,8 @@ def _describe_onnx(path: Path, bundle) -> ModelSource:
                               "C, H and W fixed (export the model at one image size)")
     return ModelSource(onnx_path=path, input_name=inputs[0].name, output_name=model.graph.output[0].name,
                        input_shape=tuple(d.dim_value for d in dims[1:]),
-                       fixed_batch=dims[0].dim_value or None, bundle=bundle)
+                       fixed_batch=dims[0].dim_value or None, bundle=bundle,
+                       int8=any(node.op_type in INT8_OPS for node in model.graph.node))
 
 
 class Engine:

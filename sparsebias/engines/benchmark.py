@@ -24,7 +24,7 @@ from ..bundle.flops import count_flops
 from ..core.errors import SparsebiasError
 from ..core.tolerance import logit_tolerance
 from .base import Engine, EngineUnavailable, ModelSource, open_model, physical_cores
-from .registry import load_engine, parse_engines, require_engine
+from .registry import AVAILABLE, load_engine, parse_engines, require_engine
 
 BASELINE_ENGINE = "onnxruntime"
 
@@ -93,6 +93,11 @@ class BenchReport:
         return [a for a in self.document["agreement"] if not a["agrees"]]
 
     @property
+    def skipped_engines(self) -> dict[str, str]:
+        """Engines `available` left out, each with the reason it cannot run a model given."""
+        return self.document.get("skipped_engines", {})
+
+    @property
     def fallbacks(self) -> list[dict]:
         """DeepSparse measurements of graphs it ran only in part (the rest on its bundled onnxruntime)."""
         return [r for r in self.document["results"] if r.get("supported_share", 1.0) < 1.0]
@@ -124,7 +129,7 @@ def bench(models, *, engines=("auto", BASELINE_ENGINE), batch_sizes=(1, 16), cor
     settings = Settings(engines=parse_engines(text),
                         batch_sizes=[batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes),
                         cores=cores or physical_cores(), warmup_s=warmup_s, duration_s=duration_s, profile=profile,
-                        rounds=rounds, skip_unfit=text.strip() == "available")
+                        rounds=rounds, skip_unfit=text.strip() == AVAILABLE)
     paths = [models] if isinstance(models, (str, Path)) or hasattr(models, "manifest") else list(models)
     return BenchReport(run_bench(paths, settings, reference=reference, progress=progress))
 

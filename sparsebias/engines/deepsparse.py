@@ -17,7 +17,6 @@ import sys
 from ..core.errors import first_line
 from .base import Engine, EngineUnavailable
 
-INT8_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear"}
 # Same integer arithmetic as onnxruntime, but a requantization that rounds the other way moves the
 # layers after it: up to 0.1 measured (a tiny resnet18, AVX2). A wrong scale moves logits by whole units.
 INT8_TOLERANCE = 0.2
@@ -31,7 +30,7 @@ class DeepSparseEngine(Engine):
         import deepsparse
         from deepsparse.cpu import cpu_vnni_compatible
 
-        if _is_int8(model.onnx_path):
+        if model.int8:
             self.tolerance = INT8_TOLERANCE
             if not cpu_vnni_compatible():
                 _compile_in_a_child(model.onnx_path, batch_size, self.num_cores)
@@ -58,12 +57,6 @@ class DeepSparseEngine(Engine):
     def describe(self):
         return {"engine": self.name, "version": f"deepsparse {self._version}", "device": "cpu",
                 "cores": self.num_cores, "supported_share": float(self._engine.fraction_of_supported_ops)}
-
-
-def _is_int8(path) -> bool:
-    import onnx
-
-    return any(node.op_type in INT8_OPS for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def _compile_in_a_child(path, batch_size: int, cores: int) -> None:

@@ -14,6 +14,7 @@ ENGINES = {cls.name: cls for cls in (DeepSparseEngine, OnnxRuntimeEngine, OnnxRu
 
 
 AUTO = "auto"   # DeepSparse where it runs, else onnxruntime
+AVAILABLE = "available"   # every engine that runs here
 
 
 def require_engine(name: str) -> type[Engine]:
@@ -41,7 +42,7 @@ def default_engine() -> str:
 def parse_engines(text: str) -> list[str]:
     """'auto,onnxruntime' -> names, checked ('auto' resolved); 'available' -> every engine that runs here."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    if names == ["available"]:
+    if names == [AVAILABLE]:
         return available_engines()
     names = [default_engine() if n == AUTO else n for n in names]
     unknown = [n for n in names if n not in ENGINES]
