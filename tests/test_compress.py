@@ -43,6 +43,22 @@ def test_bundle_layout_and_manifest(gmp_bundle, repo):
     assert not list(gmp_bundle.path.parent.glob(".*")), "no staging or work folder left behind"
 
 
+def test_versions_recorded_without_package_metadata(monkeypatch, repo):
+    """Run from a working tree (PYTHONPATH=., as on a lent GPU machine), sparsebias has no
+    installed metadata; the manifest still records its version, the one pyproject.toml declares."""
+    import importlib.metadata
+    import tomllib
+
+    from sparsebias.training.pipeline import _versions
+
+    def no_metadata(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", no_metadata)
+    declared = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["version"]
+    assert _versions()["sparsebias"] == declared
+
+
 def test_sparsity_matches_the_recipe(gmp_bundle):
     m = gmp_bundle.manifest
     assert m["sparsity"]["overall"] == pytest.approx(0.90, abs=0.005)

@@ -258,9 +258,15 @@ def machine() -> dict:
         except Exception:  # a back end that is absent or broken is simply not listed
             pass
     import os
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(),
-            "platform": platform.platform(), "versions": versions,
-            "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {"cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(),
+           "platform": platform.platform(), "versions": versions,
+           "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if "torch" in versions:
+        import torch
+
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name()
+    return out
 
 
 def profile_deepsparse(model: ModelSource, batch_size: int, cores: int, iterations: int = 20) -> list[dict]:

@@ -283,9 +283,7 @@ def _head_keys(model) -> set[str]:
 
 
 def _versions() -> dict:
-    import importlib.metadata
-
     import onnx
     import torchvision
-    return {"sparsebias": importlib.metadata.version("sparsebias"), "torch": torch.__version__,
+    return {"sparsebias": __version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "onnx": onnx.__version__, "python": platform.python_version()}
