@@ -39,7 +39,7 @@ step() {   # step KEY LIMIT_S NAME COMMAND...: run (when KEY was asked for), log
     echo "== $name: exit $?, $((SECONDS - started)) s" | tee -a "$log"
 }
 
-step speed 150 "training speed" $py bench/training_speed.py --device cuda --precisions fp32,bf16,fp16 --sizes 64,128 \
+step speed 90 "training speed" $py bench/training_speed.py --device cuda --precisions fp32,bf16,fp16 --sizes 64,128 \
     --batches 256,512 --rounds 2 --steps 10 --out "$out/training_speed_cuda.json"
 step tests 130 "GPU tests" $py -m pytest -q -p no:cacheprovider -o addopts=-ra \
     tests/test_devices.py tests/test_engines.py tests/test_semistructured.py
@@ -47,6 +47,6 @@ step compress 100 "compress, default 99% recipe, on the GPU" $py -m sparsebias c
     --device cuda --out "$work"
 [ -f "$work/resnet18_99/manifest.json" ] && cp "$work/resnet18_99/manifest.json" "$out/compress_99_cuda_manifest.json"
 # the GPU engines only: onnxruntime here runs on the CPU, where batch 256 at 224 px takes minutes
-step ladder 170 "ladder, GPU engines" $py bench/ladder.py --arch resnet18 --size 64 224 --batch 256 --duration 1 \
+step ladder 240 "ladder, GPU engines" $py bench/ladder.py --arch resnet18 --size 64 224 --batch 256 --duration 1 \
     --warmup 0.5 --engines torch-cuda,torch-cuda-bf16,torch-cuda-sparse --models "$work/models" --out "$out/ladder_gpu"
 rm -rf "$work"
