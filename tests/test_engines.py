@@ -33,7 +33,7 @@ def test_gpu_engines_agree_or_skip(sparse_bundle, engine):
     if ENGINES[engine].unavailable_reason():
         with pytest.raises(EngineUnavailable, match="onnxruntime-gpu"):
             load_engine(engine, open_model(sparse_bundle.path), 8)
-        pytest.skip(f"{engine}: no GPU here")
+        pytest.skip(f"{engine}: {ENGINES[engine].unavailable_reason()}")
     inputs, torch_logits = check_batch(sparse_bundle)
     got = load_engine(engine, open_model(sparse_bundle.path), len(inputs)).predict(inputs)
     assert np.abs(got - torch_logits).max() <= 1e-2  # TF32 math on the GPU
@@ -59,7 +59,7 @@ def test_torch_cuda_sparse_runs_2_4_layers_on_sparse_kernels_or_skips(repo, tmp_
     from conftest import tiny_compress
 
     if ENGINES["torch-cuda-sparse"].unavailable_reason():
-        pytest.skip("torch-cuda-sparse: no CUDA GPU here")
+        pytest.skip(f"torch-cuda-sparse: {ENGINES['torch-cuda-sparse'].unavailable_reason()}")
     unstructured = load_engine("torch-cuda-sparse", open_model(sparse_bundle.path), 8).describe()
     assert unstructured["sparse_layers"] == 0 and unstructured["sparse_weight_share"] == 0   # all dense, and said
     nm = tiny_compress(repo / "recipes/resnet18_nm_2_4.yaml", tmp_path, epochs=3, extra=["pruning_start_epoch=0"])
