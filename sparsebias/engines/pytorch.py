@@ -60,12 +60,12 @@ class TorchCudaEngine(Engine):
         self._torch, self._dtype = torch, DTYPES[self.dtype_name]
         self._device = torch.device("cuda", torch.cuda.current_device())
         self._gpu = describe(self._device)
-        net = _bundle_model(model).to(self._device, self._dtype)
+        net = _bundle_model(model).to(self._device, self._dtype).to(memory_format=torch.channels_last).eval()
         self._weights = sum(w.numel() for w in prunable_weights(net).values())
         self.sparse_layers = self.sparse_weights = 0
-        if self.sparse:   # layers that are not 2:4 run dense, and describe() says how many did not
-            self.sparse_layers, self.sparse_weights = sparsify_2_4(net)
-        self._model = net.to(memory_format=torch.channels_last).eval()
+        if self.sparse:   # last: semi-structured tensors support few `.to()` conversions
+            self.sparse_layers, self.sparse_weights = sparsify_2_4(net)   # non-2:4 layers run dense, and say so
+        self._model = net
 
     @classmethod
     def unavailable_reason(cls):
