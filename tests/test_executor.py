@@ -255,6 +255,8 @@ def test_a_manager_rebuilt_from_its_state_continues_identically(tmp_path):
     straight, manager = _net(), load_recipe(path).manager
     _, optimizer = _run(manager, straight, 6)
     state, optimizer_state = copy.deepcopy(manager.state_dict()), copy.deepcopy(optimizer.state_dict())  # as on disk
+    masks = [m for modifier in state.values() for m in modifier.get("masks", {}).values()]
+    assert masks and all(m.dtype == torch.bool for m in masks)   # a quarter of float's space in a checkpoint
     resumed = _net()
     resumed.load_state_dict(straight.state_dict())
     _run(load_recipe(path).manager, resumed, 10, start=6, state=state, optimizer_state=optimizer_state)
