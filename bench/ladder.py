@@ -272,7 +272,8 @@ def markdown(record) -> str:
     m = record["machine"]
     lines = ["# Sparsity ladder: throughput by engine", "",
              f"Measured {m['measured']} on {m['cpu']} ({m['physical_cores']} physical cores)"
-             + (f" and {m['gpu']}" if m.get("gpu") else "") + f", {record['cores']} core(s) used; {record['warmup_s']} s warm-up and "
+             + (f" and {m['gpu']}" if m.get("gpu") else "")
+             + f", {record['cores']} core(s) used; {record['warmup_s']} s warm-up and "
              f"{record['duration_s']} s per measurement; random inputs. Versions: "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
              "Rungs marked `synthetic` are random-init models pruned layer-wise by magnitude (first conv and "
