@@ -59,6 +59,15 @@ def test_versions_recorded_without_package_metadata(monkeypatch, repo):
     assert _versions()["sparsebias"] == declared
 
 
+def test_a_model_near_chance_is_flagged():
+    """Big_Nose alone, blown up at init_lr 0.3, kept an epoch of validation AUC 0.596."""
+    from sparsebias.training.pipeline import near_chance
+
+    assert near_chance(0.5959).startswith("warning: the kept model's mean validation AUC is 0.596, near chance")
+    assert near_chance(0.6582) is None and near_chance(0.9253) is None
+    assert near_chance(float("nan")) is None   # no AUC defined: nothing to say
+
+
 def test_sparsity_matches_the_recipe(gmp_bundle):
     m = gmp_bundle.manifest
     assert m["sparsity"]["overall"] == pytest.approx(0.90, abs=0.005)

@@ -131,6 +131,8 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
              + ", ".join(emptied))
     logits = {split: predict_logits(model, sets[split], device) for split in ("val", "test")}
     metrics = {split: outputs.score(sets[split].labels.numpy(), logits[split]) for split in logits}
+    if warning := near_chance(metrics["val"]["auc"]):
+        echo(warning)
     model.cpu()
     with BundleWriter(out_dir / name) as bundle:
         check = normalize(sets["val"].images[:CHECK_BATCH])
@@ -209,6 +211,16 @@ def _decoded(table, split: str, attributes, size: int, show: bool = True) -> Fac
     with tqdm(total=int((table.partition == SPLITS[split]).sum()), desc=f"decoding {split}", unit="img",
               leave=False, disable=not show) as bar:
         return FaceImages(table, split, attributes, size, progress=bar.update)
+
+
+def near_chance(val_auc: float, below: float = 0.6) -> str | None:
+    """A warning for a model that learned little, which nothing else would flag: its bundle
+    is as well-formed as any, and a model answering the base rate can even look accurate."""
+    if not val_auc < below:   # NaN (no AUC defined) says nothing either way
+        return None
+    return (f"warning: the kept model's mean validation AUC is {val_auc:.3f}, near chance (0.5): it learned "
+            "little; a lower init_lr may help (a one-attribute resnet18 trains at 0.1, where the recipes' 0.3 "
+            "is for 40 outputs at once)")
 
 
 def _quiet(*_, **__) -> None:
