@@ -11,19 +11,21 @@
 #   bash bench/gpu_checks.sh tests ladder     # some of: speed tests compress ladder
 set -u
 steps=${*:-speed tests compress ladder}
+for s in $steps; do
+    [[ " speed tests compress ladder " == *" $s "* ]] || { echo "bench/gpu_checks.sh: unknown step '$s' (speed, tests, compress, ladder)" >&2; exit 2; }
+done
 cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+if ! $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo "bench/gpu_checks.sh: $py has no torch that sees a CUDA GPU (PYTHON=... picks another)" >&2
+    exit 2
+fi
 out=${OUT:-runs/gpu}
 mkdir -p "$out"
-py=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NM_DISABLE_ANALYTICS=1
 export SPARSEBIAS_CACHE=${SPARSEBIAS_CACHE:-/tmp/sparsebias-cache}
 log=$out/gpu_checks.log
 work=$(mktemp -d)
-
-if ! $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "bench/gpu_checks.sh: torch sees no CUDA GPU here" >&2
-    exit 2
-fi
 { nvidia-smi; $py -c "import platform, numpy, onnx, onnxruntime, torch
 print('python', platform.python_version(), '| torch', torch.__version__, 'CUDA', torch.version.cuda,
       '| numpy', numpy.__version__, '| onnx', onnx.__version__, '| onnxruntime', onnxruntime.__version__,
