@@ -259,10 +259,17 @@ def test_a_manager_rebuilt_from_its_state_continues_identically(tmp_path):
     assert masks and all(m.dtype == torch.bool for m in masks)   # a quarter of float's space in a checkpoint
     resumed = _net()
     resumed.load_state_dict(straight.state_dict())
+    older = copy.deepcopy(state)   # as checkpoints before masks were saved as bool held them
+    for modifier in older.values():
+        if "masks" in modifier:
+            modifier["masks"] = {name: m.float() for name, m in modifier["masks"].items()}
+    from_older = _net()
+    from_older.load_state_dict(straight.state_dict())
     _run(load_recipe(path).manager, resumed, 10, start=6, state=state, optimizer_state=optimizer_state)
+    _run(load_recipe(path).manager, from_older, 10, start=6, state=older, optimizer_state=optimizer_state)
     _run(manager, straight, 10, start=6, optimizer_state=optimizer_state)   # the same manager, uninterrupted
-    for a, b in zip(straight.parameters(), resumed.parameters()):
-        assert torch.equal(a, b)
+    for a, b, c in zip(straight.parameters(), resumed.parameters(), from_older.parameters()):
+        assert torch.equal(a, b) and torch.equal(a, c)
 
 
 def test_a_staged_recipe_runs_every_stage_and_takes_overrides_of_stage_variables(repo):
