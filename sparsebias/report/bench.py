@@ -32,7 +32,8 @@ def bench_markdown(report: dict) -> str:
     m, s = report["machine"], report["settings"]
     lines = ["# Benchmark", "",
              f"Measured {m['measured']} on {m['cpu']} ({m['physical_cores']} physical cores, "
-             f"{m['logical_cpus']} logical CPUs), using {s['cores']} core(s); warm-up {s['warmup_s']} s, "
+             f"{m['logical_cpus']} logical CPUs)" + (f" and {m['gpu']}" if m.get("gpu") else "")
+             + f", using {s['cores']} core(s); warm-up {s['warmup_s']} s, "
              f"{s['duration_s']} s per measurement in {s['rounds']} interleaved round(s), random inputs "
              f"(seed {s['seed']}).", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
