@@ -41,14 +41,15 @@ step() {   # step KEY LIMIT_S NAME COMMAND...: run (when KEY was asked for), log
     echo "== $name: exit $?, $((SECONDS - started)) s" | tee -a "$log"
 }
 
-step speed 90 "training speed" $py bench/training_speed.py --device cuda --precisions fp32,bf16,fp16 --sizes 64,128 \
+step speed 80 "training speed" $py bench/training_speed.py --device cuda --precisions fp32,bf16,fp16 --sizes 64,128 \
     --batches 256,512 --rounds 2 --steps 10 --out "$out/training_speed_cuda.json"
 step tests 130 "GPU tests" $py -m pytest -q -p no:cacheprovider -o addopts=-ra \
     tests/test_devices.py tests/test_engines.py tests/test_semistructured.py
 step compress 100 "compress, default 99% recipe, on the GPU" $py -m sparsebias compress --recipe recipes/resnet18_99.yaml \
     --device cuda --out "$work"
 [ -f "$work/resnet18_99/manifest.json" ] && cp "$work/resnet18_99/manifest.json" "$out/compress_99_cuda_manifest.json"
-# the GPU engines only: onnxruntime here runs on the CPU, where batch 256 at 224 px takes minutes
-step ladder 240 "ladder, GPU engines" $py bench/ladder.py --arch resnet18 --size 64 224 --batch 256 --duration 1 \
+# the GPU engines; bench also times every rung on its onnxruntime baseline, on the CPU, which at
+# 224 px and batch 256 takes most of this step (on the H200: 64 px in 68 s, 224 px unfinished in 100 s)
+step ladder 280 "ladder, GPU engines" $py bench/ladder.py --arch resnet18 --size 64 224 --batch 256 --duration 1 \
     --warmup 0.5 --engines torch-cuda,torch-cuda-bf16,torch-cuda-sparse --models "$work/models" --out "$out/ladder_gpu"
 rm -rf "$work"
