@@ -45,7 +45,7 @@ def test_bundle_layout_and_manifest(gmp_bundle, repo):
 
 def test_versions_recorded_without_package_metadata(monkeypatch, repo):
     """Run from a working tree (PYTHONPATH=., as on a lent GPU machine), sparsebias has no
-    installed metadata; the manifest still records its version, the one pyproject.toml declares."""
+    installed metadata; the manifest and --version still give its version, pyproject.toml's."""
     import importlib.metadata
     import tomllib
 
@@ -57,6 +57,7 @@ def test_versions_recorded_without_package_metadata(monkeypatch, repo):
     monkeypatch.setattr(importlib.metadata, "version", no_metadata)
     declared = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["version"]
     assert _versions()["sparsebias"] == declared
+    assert cli("--version").output == f"sparsebias, version {declared}\n"
 
 
 def test_a_model_near_chance_is_flagged():

@@ -7,6 +7,7 @@ sign), inference (bench, predict), audit (audit, calibrate, overrides, gate), st
 
 import click
 
+from .._version import __version__
 from .audit import audit, calibrate, gate, overrides
 from .bundles import info, keygen, sign
 from .common import EXIT_USER_ERROR, Group
@@ -17,7 +18,7 @@ from .view import view
 
 
 @click.group(cls=Group)
-@click.version_option(package_name="sparsebias")
+@click.version_option(__version__, prog_name="sparsebias")   # not from package metadata: a working tree has none
 def main():
     """Compress vision classifiers, run them sparse, and audit them for bias."""
 
