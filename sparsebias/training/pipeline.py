@@ -36,6 +36,7 @@ from .models import build_model, sparsity_report
 
 CHECK_BATCH = 8
 QDQ_CHECK_BATCH = 64   # its check is statistical (export_qdq): more images than the FP32 graph's
+NEAR_CHANCE_AUC = 0.6  # a kept model's mean validation AUC under this gets a warning
 
 
 def compress(recipe_path, *, data: str | None = None, attributes: list[str] | None = None,
@@ -213,10 +214,10 @@ def _decoded(table, split: str, attributes, size: int, show: bool = True) -> Fac
         return FaceImages(table, split, attributes, size, progress=bar.update)
 
 
-def near_chance(val_auc: float, below: float = 0.6) -> str | None:
+def near_chance(val_auc: float) -> str | None:
     """A warning for a model that learned little, which nothing else would flag: its bundle
     is as well-formed as any, and a model answering the base rate can even look accurate."""
-    if not val_auc < below:   # NaN (no AUC defined) says nothing either way
+    if not val_auc < NEAR_CHANCE_AUC:   # NaN (no AUC defined) says nothing either way
         return None
     return (f"warning: the kept model's mean validation AUC is {val_auc:.3f}, near chance (0.5): it learned "
             "little; a lower init_lr may help (a one-attribute resnet18 trains at 0.1, where the recipes' 0.3 "
