@@ -10,9 +10,10 @@
 #   bash bench/gpu_checks.sh                  # all four; then record $OUT/* in bench/results/ (training.md)
 #   bash bench/gpu_checks.sh tests ladder     # some of: speed tests compress ladder
 set -u
-steps=${*:-speed tests compress ladder}
+all_steps="speed tests compress ladder"
+steps=${*:-$all_steps}
 for s in $steps; do
-    [[ " speed tests compress ladder " == *" $s "* ]] || { echo "bench/gpu_checks.sh: unknown step '$s' (speed, tests, compress, ladder)" >&2; exit 2; }
+    [[ " $all_steps " == *" $s "* ]] || { echo "bench/gpu_checks.sh: unknown step '$s' (one of: $all_steps)" >&2; exit 2; }
 done
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}

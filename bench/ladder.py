@@ -219,15 +219,17 @@ def main():
     if "deepsparse" in engines:
         record["deepsparse_benchmark_check"] = cross_check(groups, args.cores, echo)
         record["profile"] = profiles(groups, args.cores, echo)
-    write_record(record, args.out)
-    print(markdown(record))
+    print(write_record(record, args.out))
 
 
-def write_record(record: dict, out: Path) -> None:
+def write_record(record: dict, out: Path) -> str:
+    """Write the record's JSON, Markdown and figure; returns the Markdown."""
     record["targets"] = targets(record["groups"])
+    text = markdown(record)
     write_json(out.with_suffix(".json"), record)
-    write_atomic(out.with_suffix(".md"), markdown(record))
+    write_atomic(out.with_suffix(".md"), text)
     save_figure(ladder_figure(record["groups"]), out.with_suffix(".png"))
+    return text
 
 
 def cross_check(groups, cores, echo, repeats: int = 2, seconds: int = 8) -> list[dict]:
