@@ -35,7 +35,8 @@ UNSUPPORTED = {
     "StructuredPruningModifier": "structured (filter/channel) pruning", "LayerThinningModifier": "layer thinning",
     "PowerpropagationModifier": "powerpropagation", "SetParamModifier": "parameter setting",
     "GradualParamModifier": "parameter schedules", "TrainableParamsModifier": "freezing parameters",
-    "AlternatingMaskModifier": "alternating masks",
+    "AlternatingMaskModifier": "alternating masks", "PerLayerDistillationModifier": "distillation",
+    "ASRegModifier": "activation sparsity regularisation", "SparsificationLoggingModifier": "logging to SparseML's loggers",
 }
 
 RUN_DEFAULTS = {
