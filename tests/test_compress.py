@@ -64,9 +64,11 @@ def test_a_model_near_chance_is_flagged():
     """Big_Nose alone, blown up at init_lr 0.3, kept an epoch of validation AUC 0.596."""
     from sparsebias.training.pipeline import near_chance
 
-    assert near_chance(0.5959).startswith("warning: the kept model's mean validation AUC is 0.596, near chance")
-    assert near_chance(0.6582) is None and near_chance(0.9253) is None
-    assert near_chance(float("nan")) is None   # no AUC defined: nothing to say
+    warning = near_chance(0.5959, 1)
+    assert warning.startswith("warning: the kept model's mean validation AUC is 0.596, near chance")
+    assert "the mean over its 1 output(s)" in warning
+    assert near_chance(0.6582, 1) is None and near_chance(0.9253, 40) is None
+    assert near_chance(float("nan"), 1) is None   # no AUC defined: nothing to say
 
 
 def test_sparsity_matches_the_recipe(gmp_bundle):

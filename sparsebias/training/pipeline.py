@@ -132,7 +132,7 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
              + ", ".join(emptied))
     logits = {split: predict_logits(model, sets[split], device) for split in ("val", "test")}
     metrics = {split: outputs.score(sets[split].labels.numpy(), logits[split]) for split in logits}
-    if warning := near_chance(metrics["val"]["auc"]):
+    if warning := near_chance(metrics["val"]["auc"], outputs.size):
         echo(warning)
     model.cpu()
     with BundleWriter(out_dir / name) as bundle:
@@ -214,14 +214,14 @@ def _decoded(table, split: str, attributes, size: int, show: bool = True) -> Fac
         return FaceImages(table, split, attributes, size, progress=bar.update)
 
 
-def near_chance(val_auc: float) -> str | None:
+def near_chance(val_auc: float, n_outputs: int) -> str | None:
     """A warning for a model that learned little, which nothing else would flag: its bundle
     is as well-formed as any, and a model answering the base rate can even look accurate."""
     if not val_auc < NEAR_CHANCE_AUC:   # NaN (no AUC defined) says nothing either way
         return None
     return (f"warning: the kept model's mean validation AUC is {val_auc:.3f}, near chance (0.5): it learned "
-            "little; a lower init_lr may help (a one-attribute resnet18 trains at 0.03, where the recipes' 0.3 "
-            "is for 40 outputs at once)")
+            f"little; if its loss rose in the first epoch, try a lower init_lr (the loss is the mean over its "
+            f"{n_outputs} output(s): the fewer outputs, the larger the step at a given rate)")
 
 
 def _quiet(*_, **__) -> None:
