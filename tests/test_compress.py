@@ -131,6 +131,24 @@ def test_tampered_bundle_is_refused(gmp_bundle, tmp_path):
     assert result.exit_code == 2 and "schema version 99" in result.output
 
 
+def test_files_the_manifest_does_not_list_are_not_read(gmp_bundle, tmp_path):
+    """Dropping a split from the manifest and forging the file must not feed the audit forged labels."""
+    import shutil
+
+    from sparsebias.bundle.format import load_bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(gmp_bundle.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["splits/test.npz"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    bundle = load_bundle(copy)   # what it lists still checks out
+    with pytest.raises(SparsebiasError, match=r"has no split 'test'"):
+        bundle.split("test")
+    with pytest.raises(SparsebiasError, match=r"its manifest lists no splits/test.npz"):
+        bundle.file("splits/test.npz")
+    assert bundle.split("val")["ids"].shape == gmp_bundle.split("val")["ids"].shape
+
+
 def test_seed_makes_runs_repeatable(dense_bundle, repo, tmp_path):
     again = tiny_compress(repo / "recipes/resnet18_dense.yaml", tmp_path, name="again")
     np.testing.assert_array_equal(again.split("test")["logits"], dense_bundle.split("test")["logits"])

@@ -62,7 +62,13 @@ class Bundle:
                                   f"{', '.join(self.attributes)} (class heads): use `sparsebias audit` in group mode")
 
     def file(self, name: str) -> Path:
+        """A file the manifest lists (so its hash was checked); anything else in the folder is not the bundle's."""
+        if name not in self.manifest["files"]:
+            raise SparsebiasError(f"bundle {self.path}: its manifest lists no {name}")
         return self.path / name
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest["files"]
 
     def attribute_labels(self, split_data: dict) -> np.ndarray:
         """The labels of the model's own attributes, in output order, from a `split()` result."""
@@ -71,9 +77,9 @@ class Bundle:
 
     def split(self, name: str) -> dict[str, np.ndarray]:
         """ids, labels (all label names) and, for val and test, logits (trained attributes)."""
-        path = self.file(f"splits/{name}.npz")
-        if not path.is_file():
+        if not self.has(f"splits/{name}.npz"):
             raise SparsebiasError(f"bundle {self.path} has no split {name!r}")
+        path = self.file(f"splits/{name}.npz")
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}

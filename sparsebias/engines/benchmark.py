@@ -75,7 +75,7 @@ def summarize(times: np.ndarray, batch_size: int) -> dict:
 
 def agreement_inputs(model: ModelSource, seed: int = 0) -> np.ndarray:
     """The bundle's check batch (real images, as exported), or seeded noise for a bare ONNX file."""
-    if model.bundle is not None and (model.bundle.path / "check.npz").is_file():
+    if model.bundle is not None and model.bundle.has("check.npz"):
         with np.load(model.bundle.file("check.npz"), allow_pickle=False) as z:
             return z["inputs"]
     return np.random.default_rng(seed).standard_normal((8, *model.input_shape), dtype=np.float32)

@@ -22,7 +22,7 @@ class TorchEngine(Engine):
     def cannot_load(cls, model):
         if model.bundle is None:
             return f"{model.onnx_path} is a bare ONNX file; the torch engine needs a bundle's weights"
-        if "model.pt" not in model.bundle.manifest["files"]:
+        if not model.bundle.has("model.pt"):
             return f"{model.bundle.path} has no torch weights (an INT8 bundle runs as ONNX only)"
         return None
 

@@ -83,7 +83,7 @@ def build_override_table(ids, sha256, y_true, dense_logits, eligible, attributes
 
 def read_overrides(bundle) -> OverrideTable | None:
     """The bundle's override table, checked against its attributes; None when it has none."""
-    if FILE not in bundle.manifest["files"]:
+    if not bundle.has(FILE):
         return None
     path = bundle.file(FILE)
     try:

@@ -46,7 +46,7 @@ def thresholds_json(attributes: list[str], thresholds: np.ndarray, split: str) -
 
 def read_thresholds(bundle) -> np.ndarray | None:
     """The bundle's calibrated logit thresholds in attribute order, or None when it has none."""
-    if FILE not in bundle.manifest["files"]:
+    if not bundle.has(FILE):
         return None
     path = bundle.file(FILE)
     try:

@@ -256,7 +256,7 @@ def _load_pretrained(model, path: Path, source: Bundle | None, arch: str, attrib
         if source.manifest["architecture"] != arch:
             raise SparsebiasError(f"--from {path}: a {source.manifest['architecture']} bundle, "
                                   f"the recipe trains {arch}")
-        if "model.pt" not in source.manifest["files"]:
+        if not source.has("model.pt"):
             parent = source.manifest.get("quantization", {}).get("parent", {}).get("path")
             raise SparsebiasError(f"--from {path}: the bundle has no torch weights"
                                   + (f" (an INT8 bundle: start from its FP32 parent, {parent})" if parent else ""))
