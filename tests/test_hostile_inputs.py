@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -217,6 +218,25 @@ def test_mutated_celeba_files(data, which, data_folders):
     folder = celeba_copy(source, {which: data.draw(mutated([(source / which).read_text()]))})
     try:
         read_and_decode(read_celeba, folder)
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("image_id", ["../list_attr_celeba.txt", "/etc/hostname", "sub/../../x.jpg"])
+def test_image_ids_that_leave_the_image_folder_are_refused(image_id, data_folders):
+    from sparsebias.data import read_celeba
+
+    source = data_folders[0]
+    files = {name: (source / name).read_text().replace("000003.jpg", image_id)
+             for name in ("list_attr_celeba.txt", "list_eval_partition.txt")}
+    folder = celeba_copy(source, files)
+    try:
+        with pytest.raises(SparsebiasError, match=rf"list_attr_celeba.txt: image id '{re.escape(image_id)}' "
+                                                  r"\(row 3\) is not a path inside .*img_align_celeba"):
+            read_celeba(folder)
+        (folder / "list_attr_celeba.txt").write_text(files["list_attr_celeba.txt"].replace(image_id, "3..b.jpg"))
+        (folder / "list_eval_partition.txt").write_text(files["list_eval_partition.txt"].replace(image_id, "3..b.jpg"))
+        assert read_celeba(folder).ids[2] == "3..b.jpg"   # two dots in a name are not a climb
     finally:
         shutil.rmtree(folder)
 

@@ -43,6 +43,14 @@ class FaceAttributes:
     classes: tuple[tuple[str, ...], ...] | None = None  # per column, for class-valued data sets
     source: str = "list_attr_celeba.txt"  # where the labels came from, for messages
 
+    def __post_init__(self):
+        # an id is read as image_dir / id: one that climbs out (or is absolute) would read any file
+        ids = self.ids.astype(str)
+        for row in np.flatnonzero(np.char.startswith(ids, "/") | (np.char.find(ids, "..") >= 0)):
+            if Path(ids[row]).is_absolute() or ".." in Path(ids[row]).parts:
+                raise SparsebiasError(f"{self.root / self.source}: image id {ids[row]!r} (row {row + 1}) "
+                                      f"is not a path inside {self.image_dir}")
+
     @property
     def binary(self) -> bool:
         return self.classes is None
