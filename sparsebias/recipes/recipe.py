@@ -36,7 +36,8 @@ UNSUPPORTED = {
     "PowerpropagationModifier": "powerpropagation", "SetParamModifier": "parameter setting",
     "GradualParamModifier": "parameter schedules", "TrainableParamsModifier": "freezing parameters",
     "AlternatingMaskModifier": "alternating masks", "PerLayerDistillationModifier": "distillation",
-    "ASRegModifier": "activation sparsity regularisation", "SparsificationLoggingModifier": "logging to SparseML's loggers",
+    "ASRegModifier": "activation sparsity regularisation",
+    "SparsificationLoggingModifier": "logging to SparseML's loggers",
 }
 
 RUN_DEFAULTS = {
