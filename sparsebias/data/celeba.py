@@ -47,8 +47,9 @@ class FaceAttributes:
         # an id is read as image_dir / id: one that climbs out (or is absolute) would read any file
         ids = self.ids.astype(str)
         for row in np.flatnonzero(np.char.startswith(ids, "/") | (np.char.find(ids, "..") >= 0)):
-            if Path(ids[row]).is_absolute() or ".." in Path(ids[row]).parts:
-                raise SparsebiasError(f"{self.root / self.source}: image id {ids[row]!r} (row {row + 1}) "
+            image_id = str(ids[row])   # numpy 2 would write np.str_('...')
+            if Path(image_id).is_absolute() or ".." in Path(image_id).parts:
+                raise SparsebiasError(f"{self.root / self.source}: image id {image_id!r} (row {row + 1}) "
                                       f"is not a path inside {self.image_dir}")
 
     @property
