@@ -9,6 +9,7 @@
 #
 #   bash bench/gpu_checks.sh                  # all four; then record $OUT/* in bench/results/ (training.md)
 #   bash bench/gpu_checks.sh tests ladder     # some of: speed tests compress ladder
+#   LADDER_LIMIT=560 bash bench/gpu_checks.sh ladder   # the ladder alone, with a 10-minute call's time
 set -u
 all_steps="speed tests compress ladder"
 steps=${*:-$all_steps}
@@ -50,7 +51,8 @@ step compress 100 "compress, default 99% recipe, on the GPU" $py -m sparsebias c
     --device cuda --out "$work"
 [ -f "$work/resnet18_99/manifest.json" ] && cp "$work/resnet18_99/manifest.json" "$out/compress_99_cuda_manifest.json"
 # the GPU engines; bench also times every rung on its onnxruntime baseline, on the CPU, which at
-# 224 px and batch 256 takes most of this step (on the H200: 64 px in 68 s, 224 px unfinished in 100 s)
-step ladder 280 "ladder, GPU engines" $py bench/ladder.py --arch resnet18 --size 64 224 --batch 256 --duration 1 \
+# 224 px and batch 256 takes most of this step (on the H200: 64 px in 68 s, 224 px unfinished in
+# 100 s, then at step 55 of 128 after 103 s). Alone in a call, give it the call: LADDER_LIMIT=560.
+step ladder "${LADDER_LIMIT:-280}" "ladder, GPU engines" $py bench/ladder.py --arch resnet18 --size 64 224 --batch 256 --duration 1 \
     --warmup 0.5 --engines torch-cuda,torch-cuda-bf16,torch-cuda-sparse --models "$work/models" --out "$out/ladder_gpu"
 rm -rf "$work"
