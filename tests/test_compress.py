@@ -147,6 +147,10 @@ def test_files_the_manifest_does_not_list_are_not_read(gmp_bundle, tmp_path):
     with pytest.raises(SparsebiasError, match=r"its manifest lists no splits/test.npz"):
         bundle.file("splits/test.npz")
     assert bundle.split("val")["ids"].shape == gmp_bundle.split("val")["ids"].shape
+    result = cli("info", copy)
+    assert result.exit_code == 0
+    assert "not listed   1 file(s) the manifest does not list, so not the bundle's and never read: " \
+           "splits/test.npz\n" in result.output
 
 
 def test_seed_makes_runs_repeatable(dense_bundle, repo, tmp_path):

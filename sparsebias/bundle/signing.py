@@ -86,6 +86,14 @@ def is_signed(bundle: Bundle) -> bool:
     return (bundle.path / SIGNATURE).is_file()
 
 
+def unlisted_files(bundle: Bundle) -> list[str]:
+    """Files in the folder that are not the bundle's (neither listed, nor its manifest or
+    signature): nothing reads them, and a person looking at the folder should know that."""
+    own = {MANIFEST, SIGNATURE, *bundle.manifest["files"]}
+    return sorted(name for p in bundle.path.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and (name := p.relative_to(bundle.path).as_posix()) not in own)
+
+
 def verify_bundle(path, trusted_keys) -> Bundle:
     """The bundle, loaded (hashes verified) and its manifest's signature checked against the
     trusted public keys; a missing, malformed or foreign signature is refused in one line."""
