@@ -200,10 +200,6 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _logit(p):
-    return float(np.log(p / (1.0 - p)))
-
-
 def _solve_intercept(drive: np.ndarray, rate: float) -> float:
     """The intercept a for which mean(sigmoid(a + drive)) equals rate (bisection)."""
     lo, hi = -_LOGIT_CLIP - 8, _LOGIT_CLIP + 8
