@@ -21,7 +21,6 @@ import numpy as np
 from ..core.errors import SparsebiasError
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
-BACKDOOR = "Backdoor"
 
 
 @dataclass(frozen=True)

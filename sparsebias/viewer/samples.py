@@ -18,7 +18,6 @@ from ..mitigate.overrides import read_overrides
 from ..mitigate.thresholds import read_thresholds
 
 CERTAIN = 0.4          # |p - 0.5| >= this is high certainty
-OUTCOMES = ("TP", "FN", "FP", "TN")
 
 
 @dataclass
