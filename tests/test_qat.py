@@ -194,6 +194,26 @@ def test_submodules_must_cover_every_convolution(tmp_path, submodules, message):
             check_recipe_against_model(loaded, model, "resnet18")
 
 
+@pytest.mark.parametrize("excluded, message", [
+    (["LayerNorm", "Tanh"], None), (["ReLU"], None), (["Linear"], None), ([], None),
+    (["ReLU", "Conv2d"], "exclude_module_types 'Conv2d' would leave resnet18's convolutions in float"),
+    ("Conv2d", "exclude_module_types must be a list of module type names"),
+])
+def test_excluded_module_types_may_not_include_the_convolutions(tmp_path, excluded, message):
+    """BERT and YOLO recipes exclude LayerNorm, Tanh or SiLU: types a ResNet lacks, or that the
+    INT8 form never quantizes alone, change nothing; excluding the convolutions would."""
+    from sparsebias.recipes.recipe import check_recipe_against_model
+
+    recipe = tmp_path / "qat.yaml"
+    recipe.write_text("modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 2\n"
+                      f"  - !QuantizationModifier\n    start_epoch: 1\n    exclude_module_types: {excluded}\n")
+    if message is None:
+        check_recipe_against_model(load_recipe(recipe), build_model("resnet18", 2), "resnet18")
+    else:
+        with pytest.raises(SparsebiasError, match=message):
+            check_recipe_against_model(load_recipe(recipe), build_model("resnet18", 2), "resnet18")
+
+
 def test_a_quantization_aware_phase_that_saw_no_batch_is_refused(repo, tmp_path):
     """It starts at an optimizer step and acts from the next batch: starting at the last step is too late."""
     with pytest.raises(SparsebiasError, match="saw a batch; start it earlier"):

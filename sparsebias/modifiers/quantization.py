@@ -265,7 +265,6 @@ class QuantizationModifier(Modifier):
                                             disable_quantization_observer_epoch)
         self.bn_freeze = _optional_epoch(self, "freeze_bn_stats_epoch", freeze_bn_stats_epoch)
         refused = {"scheme_overrides": scheme_overrides, "ignore": ignore, "num_calibration_steps": num_calibration_steps,
-                   "exclude_module_types": exclude_module_types,
                    "custom_quantizable_module_types": custom_quantizable_module_types,
                    "activation_qconfig_kwargs": activation_qconfig_kwargs, "weight_qconfig_kwargs": weight_qconfig_kwargs}
         for key, value in refused.items():
@@ -286,6 +285,12 @@ class QuantizationModifier(Modifier):
                                        or not all(isinstance(name, str) for name in submodules)):
             raise RecipeError(f"QuantizationModifier: submodules must be a list of module names, got {submodules!r}")
         self.submodules = submodules   # checked against the model before training: they must cover every convolution
+        if exclude_module_types is not None and (not isinstance(exclude_module_types, list)
+                                                 or not all(isinstance(t, str) for t in exclude_module_types)):
+            raise RecipeError("QuantizationModifier: exclude_module_types must be a list of module type names, "
+                              f"got {exclude_module_types!r}")
+        # checked against the model too: types it lacks, or that the INT8 form leaves alone, change nothing
+        self.exclude_module_types = exclude_module_types or []
         self.traced: fx.GraphModule | None = None
         self._module = None
 

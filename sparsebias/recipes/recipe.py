@@ -240,7 +240,9 @@ def check_recipe_against_data(recipe: Recipe, table) -> None:
 def _check_quantization(recipe: Recipe, model, arch: str) -> None:
     """A QuantizationModifier's `submodules` (the model's names, or SparseML's ResNet and MobileNetV1
     names such as `input` and `sections`) must name modules of the model and cover every
-    convolution: the INT8 graph quantizes them all."""
+    convolution, and its `exclude_module_types` must not name theirs: the INT8 graph quantizes
+    them all. Excluding other types (ReLU, fused; Linear, the classifier stays float; types
+    the model lacks, such as LayerNorm) changes nothing."""
     qat = recipe.quantization_modifier
     if qat is None:
         return
@@ -248,6 +250,11 @@ def _check_quantization(recipe: Recipe, model, arch: str) -> None:
         quantization_aware(model)
     except RecipeError as e:
         raise SparsebiasError(f"{recipe.path}: {e}") from None
+    excluded = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.Conv2d)}
+                      & set(qat.exclude_module_types))
+    if excluded:
+        raise SparsebiasError(f"{recipe.path}: QuantizationModifier exclude_module_types {excluded[0]!r} would leave "
+                              f"{arch}'s convolutions in float; sparsebias's INT8 graph quantizes every convolution")
     if qat.submodules is None:
         return
     names, namer = {}, sparseml_namer(model)   # every module name, and its SparseML alias
