@@ -90,8 +90,10 @@ def single_vs_joint_figure(rows: list[dict], identity: str):
         x = np.arange(len(mine))
         for row, (key, title) in enumerate(metrics):
             ax = axes[row][col]
-            for side, label in enumerate(("single", "joint")):
-                ax.plot(x, [np.nan if r[key][side] is None else r[key][side] for r in mine], marker="o", label=label)
+            # a hollow circle and a cross: equal values stay visible as both
+            for side, (label, style) in enumerate((("single", dict(marker="o", markersize=9, mfc="none")),
+                                                   ("joint", dict(marker="x", markersize=7)))):
+                ax.plot(x, [np.nan if r[key][side] is None else r[key][side] for r in mine], label=label, **style)
             ax.set_xticks(x, [level_label(r["level"]) for r in mine])
             ax.set_title(f"{attribute}: {title}", fontsize=9)
             if key == "ba":
