@@ -195,13 +195,14 @@ def test_submodules_must_cover_every_convolution(tmp_path, submodules, message):
 
 
 @pytest.mark.parametrize("excluded, message", [
-    (["LayerNorm", "Tanh"], None), (["ReLU"], None), (["Linear"], None), ([], None),
-    (["ReLU", "Conv2d"], "exclude_module_types 'Conv2d' would leave resnet18's convolutions in float"),
+    (["LayerNorm", "Tanh"], None), (["SiLU", "Linear", "BatchNorm2d"], None), ([], None),
+    (["Linear", "Conv2d"], "exclude_module_types 'Conv2d': resnet18 has such modules"),
+    (["ReLU"], "exclude_module_types 'ReLU': resnet18 has such modules and sparsebias's INT8 graph quantizes"),
     ("Conv2d", "exclude_module_types must be a list of module type names"),
 ])
-def test_excluded_module_types_may_not_include_the_convolutions(tmp_path, excluded, message):
-    """BERT and YOLO recipes exclude LayerNorm, Tanh or SiLU: types a ResNet lacks, or that the
-    INT8 form never quantizes alone, change nothing; excluding the convolutions would."""
+def test_excluded_module_types_must_change_nothing(tmp_path, excluded, message):
+    """BERT and YOLO recipes exclude LayerNorm, Tanh or SiLU, types a ResNet lacks; the INT8 form
+    keeps the classifier in float and folds batch norms; excluding anything else would change it."""
     from sparsebias.recipes.recipe import check_recipe_against_model
 
     recipe = tmp_path / "qat.yaml"

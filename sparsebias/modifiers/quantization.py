@@ -289,7 +289,7 @@ class QuantizationModifier(Modifier):
                                                  or not all(isinstance(t, str) for t in exclude_module_types)):
             raise RecipeError("QuantizationModifier: exclude_module_types must be a list of module type names, "
                               f"got {exclude_module_types!r}")
-        # checked against the model too: types it lacks, or that the INT8 form leaves alone, change nothing
+        # checked against the model too: only types it lacks, or that the INT8 form keeps in float, may be named
         self.exclude_module_types = exclude_module_types or []
         self.traced: fx.GraphModule | None = None
         self._module = None

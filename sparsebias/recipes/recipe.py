@@ -40,6 +40,9 @@ UNSUPPORTED = {
     "SparsificationLoggingModifier": "logging to SparseML's loggers",
 }
 
+# module types the INT8 graph keeps in float or folds away, so a QAT recipe may exclude them
+LEFT_IN_FLOAT = {"Linear", "BatchNorm2d", "Dropout", "Identity", "Softmax"}
+
 RUN_DEFAULTS = {
     "arch": "resnet18",
     "data": "synthfaces",
@@ -240,9 +243,10 @@ def check_recipe_against_data(recipe: Recipe, table) -> None:
 def _check_quantization(recipe: Recipe, model, arch: str) -> None:
     """A QuantizationModifier's `submodules` (the model's names, or SparseML's ResNet and MobileNetV1
     names such as `input` and `sections`) must name modules of the model and cover every
-    convolution, and its `exclude_module_types` must not name theirs: the INT8 graph quantizes
-    them all. Excluding other types (ReLU, fused; Linear, the classifier stays float; types
-    the model lacks, such as LayerNorm) changes nothing."""
+    convolution: the INT8 graph quantizes them all. Its `exclude_module_types` may name types
+    the model lacks (BERT's LayerNorm, YOLO's SiLU) or that the graph leaves in float anyway;
+    excluding any other (Conv2d, or ReLU, whose outputs the graph quantizes) would change
+    what SparseML trains, so it is refused."""
     qat = recipe.quantization_modifier
     if qat is None:
         return
@@ -250,11 +254,12 @@ def _check_quantization(recipe: Recipe, model, arch: str) -> None:
         quantization_aware(model)
     except RecipeError as e:
         raise SparsebiasError(f"{recipe.path}: {e}") from None
-    excluded = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.Conv2d)}
-                      & set(qat.exclude_module_types))
+    present = {type(m).__name__ for m in model.modules()}
+    excluded = sorted(present & set(qat.exclude_module_types) - LEFT_IN_FLOAT)
     if excluded:
-        raise SparsebiasError(f"{recipe.path}: QuantizationModifier exclude_module_types {excluded[0]!r} would leave "
-                              f"{arch}'s convolutions in float; sparsebias's INT8 graph quantizes every convolution")
+        raise SparsebiasError(f"{recipe.path}: QuantizationModifier exclude_module_types {excluded[0]!r}: {arch} has "
+                              f"such modules and sparsebias's INT8 graph quantizes around them; only types the model "
+                              f"lacks, or {', '.join(sorted(LEFT_IN_FLOAT))}, can be excluded")
     if qat.submodules is None:
         return
     names, namer = {}, sparseml_namer(model)   # every module name, and its SparseML alias
