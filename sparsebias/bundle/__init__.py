@@ -7,6 +7,7 @@ dense and sparse) are imported by their module path, as they load torch and onnx
 
 from .format import (
                      MANIFEST,
+                     SIGNATURE,
                      Bundle,
                      BundleWriter,
                      as_bundle,
@@ -17,8 +18,7 @@ from .format import (
                      update_bundle,
 )
 from .manifest import Manifest
-from .signing import SIGNATURE, generate_key, is_signed, sign_bundle, unlisted_files, verify_bundle
+from .signing import generate_key, is_signed, sign_bundle, verify_bundle
 
 __all__ = ["MANIFEST", "SIGNATURE", "Bundle", "BundleWriter", "Manifest", "as_bundle", "bundle_lock", "ensure_replaceable",
-           "generate_key", "is_signed", "load_bundle", "sha256", "sign_bundle", "unlisted_files", "update_bundle",
-           "verify_bundle"]
+           "generate_key", "is_signed", "load_bundle", "sha256", "sign_bundle", "update_bundle", "verify_bundle"]

@@ -32,6 +32,7 @@ from .manifest import Manifest
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+SIGNATURE = "signature.json"   # written by `sign` beside the manifest, which cannot list it
 
 
 def sha256(path: Path) -> str:
@@ -63,12 +64,19 @@ class Bundle:
 
     def file(self, name: str) -> Path:
         """A file the manifest lists (so its hash was checked); anything else in the folder is not the bundle's."""
-        if name not in self.manifest["files"]:
+        if not self.has(name):
             raise SparsebiasError(f"bundle {self.path}: its manifest lists no {name}")
         return self.path / name
 
     def has(self, name: str) -> bool:
         return name in self.manifest["files"]
+
+    def unlisted_files(self) -> list[str]:
+        """Files in the folder that are not the bundle's (neither listed, nor its manifest or
+        signature): nothing reads them, and a person looking at the folder should know that."""
+        own = {MANIFEST, SIGNATURE, *self.manifest["files"]}
+        return sorted(name for p in self.path.rglob("*")
+                      if (p.is_file() or p.is_symlink()) and (name := p.relative_to(self.path).as_posix()) not in own)
 
     def attribute_labels(self, split_data: dict) -> np.ndarray:
         """The labels of the model's own attributes, in output order, from a `split()` result."""

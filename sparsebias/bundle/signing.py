@@ -23,9 +23,8 @@ import os
 from pathlib import Path
 
 from ..core.errors import SparsebiasError
-from .format import MANIFEST, Bundle, load_bundle
+from .format import MANIFEST, SIGNATURE, Bundle, load_bundle
 
-SIGNATURE = "signature.json"
 ALGORITHM = "ed25519"
 
 
@@ -84,14 +83,6 @@ def sign_bundle(path, key_path) -> dict:
 
 def is_signed(bundle: Bundle) -> bool:
     return (bundle.path / SIGNATURE).is_file()
-
-
-def unlisted_files(bundle: Bundle) -> list[str]:
-    """Files in the folder that are not the bundle's (neither listed, nor its manifest or
-    signature): nothing reads them, and a person looking at the folder should know that."""
-    own = {MANIFEST, SIGNATURE, *bundle.manifest["files"]}
-    return sorted(name for p in bundle.path.rglob("*")
-                  if (p.is_file() or p.is_symlink()) and (name := p.relative_to(bundle.path).as_posix()) not in own)
 
 
 def verify_bundle(path, trusted_keys) -> Bundle:

@@ -22,7 +22,7 @@ def info(bundle, layers, trusted_keys):
       sparsebias info exported/resnet18_99 --layers
       sparsebias info exported/resnet18_99 --trusted-key keys/release.pub
     """
-    from ..bundle import is_signed, unlisted_files
+    from ..bundle import is_signed
     from ..bundle.flops import check_claimed_sparsity
     from ..report import bundle_summary
 
@@ -31,7 +31,7 @@ def info(bundle, layers, trusted_keys):
     click.echo(bundle_summary(found, per_layer=layers))
     if not trusted_keys:
         click.echo("signature    " + ("present (not checked: give --trusted-key)" if is_signed(found) else "none"))
-    if extra := unlisted_files(found):
+    if extra := found.unlisted_files():
         click.echo(f"not listed   {len(extra)} file(s) the manifest does not list, so not the bundle's and never read: "
                    + ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else ""))
 
