@@ -53,6 +53,10 @@ def test_plan(repo):
     assert {j.name: j.overrides for j in twice} == {"resnet18_dense-s0": {"num_epochs": 32},
                                                    "resnet18_pt_95-s0": {"num_epochs": 16},
                                                    "resnet18_pt_99-s0": {"num_epochs": 16, "init_lr": 1e-5}}
+    later = plan(recipes(repo, "resnet18_pt_95", "resnet18_dense"), 2, from_dense=True, first_seed=1)
+    assert [(j.name, j.seed, j.start_from) for j in later] == [
+        ("resnet18_dense-s1", 1, None), ("resnet18_dense-s2", 2, None),
+        ("resnet18_pt_95-s1", 1, "resnet18_dense-s1"), ("resnet18_pt_95-s2", 2, "resnet18_dense-s2")]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -62,6 +66,7 @@ def test_plan(repo):
     (dict(overrides={"resnet18_pt_*:num_epochs": 9}), "no recipe of the sweep is named 'resnet18_pt_\\*'"),
     (dict(overrides={"resnet18_9*:warp_speed": 9}), "resnet18_90.yaml has no variable 'warp_speed'"),
     (dict(joint=False), "nothing to run"),
+    (dict(first_seed=-1), "--first-seed must be at least 0"),
 ])
 def test_plan_errors(repo, kwargs, message):
     kwargs.setdefault("recipes", recipes(repo, "resnet18_90", "resnet18_95"))

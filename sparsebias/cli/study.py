@@ -13,7 +13,10 @@ from .common import names, progress_bar
 @click.command()
 @click.option("--recipes", "recipes", multiple=True, required=True,
               help="Recipe files or glob patterns (quote them); repeatable.")
-@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Seeds 0..N-1 per recipe.")
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Seeds per recipe: FIRST..FIRST+N-1.")
+@click.option("--first-seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="The first seed, to train a sweep's seeds into one folder a few at a time (or on other machines).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The sweep's folder.")
 @click.option("--quick", is_flag=True,
               help="14 epochs at 32 px instead of 16 at 64, at 3x each recipe's init_lr: the resnet18 ladder "
@@ -36,8 +39,8 @@ from .common import names, progress_bar
               help="GPUs each Ray task reserves and trains on (default: 1 if the cluster has GPUs, else 0).")
 @click.option("--int8", is_flag=True, help="Also quantize every pruned run to INT8 and study it beside its FP32 run.")
 @click.option("--no-speed", is_flag=True, help="Skip the items/s measurements of the study.")
-def sweep(recipes, seeds, out_dir, quick, data, overrides, attributes, single, no_joint, from_dense, identities, jobs,
-          ray_address, gpus_per_run, int8, no_speed):
+def sweep(recipes, seeds, first_seed, out_dir, quick, data, overrides, attributes, single, no_joint, from_dense,
+          identities, jobs, ray_address, gpus_per_run, int8, no_speed):
     """Run recipes x seeds through compress (restartable), audit every run, and write the study.
 
     Finished runs are skipped and interrupted ones resumed, so the same command continues
@@ -60,7 +63,8 @@ def sweep(recipes, seeds, out_dir, quick, data, overrides, attributes, single, n
 
     bar, progress = progress_bar(unit="run")
     with bar:
-        study = run(recipes, out_dir, seeds=seeds, quick=quick, data=data, overrides=parse_overrides(overrides),
+        study = run(recipes, out_dir, seeds=seeds, first_seed=first_seed, quick=quick, data=data,
+                    overrides=parse_overrides(overrides),
                     attributes=names(attributes), single=names(single), joint=not no_joint, from_dense=from_dense,
                     identities=names(identities), jobs=jobs, ray_address=ray_address, gpus_per_run=gpus_per_run,
                     int8=int8, speed=not no_speed, echo=tqdm.write, progress=progress)

@@ -59,10 +59,10 @@ def _scalars(record: dict) -> dict:
     return {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
 
 
-def sweep(recipes, out, *, seeds: int = 3, quick: bool = False, data: str | None = None, overrides=None,
-          attributes=None, single=(), joint: bool = True, from_dense: bool = False, identities=None, jobs: int = 1,
-          ray_address: str | None = None, gpus_per_run: float | None = None, int8: bool = False, speed: bool = True,
-          echo=print, progress=None) -> Study:
+def sweep(recipes, out, *, seeds: int = 3, first_seed: int = 0, quick: bool = False, data: str | None = None,
+          overrides=None, attributes=None, single=(), joint: bool = True, from_dense: bool = False, identities=None,
+          jobs: int = 1, ray_address: str | None = None, gpus_per_run: float | None = None, int8: bool = False,
+          speed: bool = True, echo=print, progress=None) -> Study:
     """Run recipes x seeds through compress (finished runs are skipped, interrupted ones
     resumed), then study every finished run against the dense run of its seed. With `int8`,
     every pruned run is also quantized (`quantize`), and its INT8 version studied beside it.
@@ -74,7 +74,7 @@ def sweep(recipes, out, *, seeds: int = 3, quick: bool = False, data: str | None
         raise SparsebiasError("--gpus-per-run is for --ray; a local sweep gives each of its --jobs a GPU")
     planned = plan([recipes] if isinstance(recipes, (str, Path)) else list(recipes), seeds, single=single or (),
                    joint=joint, quick=quick, data=data, overrides=overrides or {}, from_dense=from_dense,
-                   attributes=attributes)
+                   attributes=attributes, first_seed=first_seed)
     failed = run_sweep(planned, out, workers=jobs, ray_address=ray_address, gpus_per_run=gpus_per_run,
                        identities=identities, echo=echo, progress=progress)
     if int8:

@@ -44,9 +44,10 @@ class Job:
 
 
 def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = False, data: str | None = None,
-         overrides: dict | None = None, from_dense: bool = False, attributes=None) -> list[Job]:
-    """Jobs for every recipe x seed, jointly trained (on `attributes`, default every label)
-    and/or once per single attribute.
+         overrides: dict | None = None, from_dense: bool = False, attributes=None, first_seed: int = 0) -> list[Job]:
+    """Jobs for every recipe x seed (`seeds` of them from `first_seed`, so one sweep's seeds
+    can be trained a few at a time, on several machines), jointly trained (on `attributes`,
+    default every label) and/or once per single attribute.
 
     With `from_dense`, pruning recipes start from the dense run of the same seed and task
     (GMP-PT); the sweep then needs exactly one dense recipe. An override keyed `PATTERN:KEY`
@@ -58,6 +59,8 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     paths = _expand(recipes)
     if seeds < 1:
         raise SparsebiasError(f"--seeds must be at least 1, got {seeds}")
+    if first_seed < 0:
+        raise SparsebiasError(f"--first-seed must be at least 0, got {first_seed}")
     if not joint and not single:
         raise SparsebiasError("nothing to run: joint training is off and no single attribute is given")
     recipes = {path: load_recipe(path) for path in paths}
@@ -75,7 +78,7 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
         # a setting applies where the recipe has it: a dense recipe has no pruning schedule
         settings = {k: v for k, v in overrides.items() if k in RUN_DEFAULTS or k in recipe.variables}
         settings.update(scoped.get(path, {}))
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             for task in tasks:
                 start = _name(dense[0], seed, task) if from_dense and path not in dense else None
                 trained = task or (tuple(attributes) if attributes else None)

@@ -18,7 +18,7 @@ from .._version import __version__
 from ..bundle.export import export_onnx, export_qdq
 from ..bundle.flops import SPARSITY_TOLERANCE, count_flops, sparsity_mismatch
 from ..bundle.format import Bundle, BundleWriter, bundle_lock, ensure_replaceable, load_bundle
-from ..core.devices import describe, resolve_device
+from ..core.devices import describe, resolve_device, resolve_precision
 from ..core.distributed import Ranks
 from ..core.errors import SparsebiasError
 from ..core.outputs import Outputs
@@ -111,8 +111,9 @@ def _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, fro
     for split, ds in sets.items():
         if len(ds) == 0:
             raise SparsebiasError(f"{table.root}: the {split} split is empty")
+    precision = resolve_precision(settings["precision"], device)
     echo(f"Training {settings['arch']} on {len(sets['train'])} images ({size}px), {len(attributes)} attribute(s), "
-         f"{recipe.epochs} epochs, seed {seed}, on {describe(device)}"
+         f"{recipe.epochs} epochs, seed {seed}, on {describe(device)}, {precision}"
          + (f" x {ranks.world} processes" if ranks.distributed else ""))
     result = train(model, recipe, outputs, sets["train"], sets["val"], work_dir=work_dir, seed=seed, resume=resume,
                    device=device, ranks=ranks, started=started, echo=echo)
