@@ -178,6 +178,37 @@ def test_mutated_policies(text, small_report):
         shutil.rmtree(folder)
 
 
+LAUGHS = "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+MODIFIERS = "training_modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0.0\n    end_epoch: 2.0\n"
+
+
+@pytest.mark.parametrize("which", ["recipe", "policy"])
+@pytest.mark.parametrize("body, message", [
+    ("a: &a [x, x, x, x, x, x, x, x, x]\n" + LAUGHS, r":6: YAML error: its aliases expand this value to more than 100,000"),
+    ("x: " + "[" * 5000 + "]" * 5000 + "\n", r":1: YAML error: values nest deeper than 100 levels"),
+    ("a: &a [1, *a]\n", r":1: YAML error: an alias makes this value contain itself"),
+])
+def test_yaml_that_expands_past_what_it_shows_is_refused(which, body, message, tmp_path):
+    """A billion laughs, a stack-deep nesting and a value that contains itself: one line naming
+    the file, at once, before anything trains (a self-contained variable only failed when the
+    bundle was written, after training)."""
+    from sparsebias.policy import load_policy
+    from sparsebias.recipes import load_recipe
+
+    path = tmp_path / f"{which}.yaml"
+    path.write_text(body + (MODIFIERS if which == "recipe" else "rules: [{metric: accuracy, max_drop: 1}]\n"))
+    with pytest.raises(SparsebiasError, match=re.escape(str(path)) + message):
+        (load_recipe if which == "recipe" else load_policy)(path)
+
+
+def test_a_manifest_nested_past_the_json_reader_is_refused(tmp_path):
+    from sparsebias.bundle import load_bundle
+
+    (tmp_path / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SparsebiasError, match="manifest.json: unreadable manifest: maximum recursion depth"):
+        load_bundle(tmp_path)
+
+
 # ---------------------------------------------------------------- attribute files
 
 @pytest.fixture(scope="module")

@@ -201,7 +201,7 @@ def load_bundle(path) -> Bundle:
         raise SparsebiasError(f"not a bundle (no {MANIFEST}): {path}")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise SparsebiasError(f"{manifest_path}: unreadable manifest: {e}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise SparsebiasError(f"{manifest_path}: manifest lists no files")

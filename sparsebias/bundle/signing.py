@@ -99,7 +99,7 @@ def verify_bundle(path, trusted_keys) -> Bundle:
         record = json.loads(signature_path.read_text())
         signature = base64.b64decode(record["signature"], validate=True)
         algorithm = record["algorithm"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, ValueError):
         raise SparsebiasError(f"{signature_path}: not a signature record") from None
     if algorithm != ALGORITHM:
         raise SparsebiasError(f"{signature_path}: algorithm {algorithm!r}; sparsebias signs with {ALGORITHM}")

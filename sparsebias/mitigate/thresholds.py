@@ -51,7 +51,7 @@ def read_thresholds(bundle) -> np.ndarray | None:
     path = bundle.file(FILE)
     try:
         table = json.loads(path.read_text())["thresholds"]
-    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise SparsebiasError(f"{path}: unreadable thresholds ({e})") from None
     if not isinstance(table, dict):
         raise SparsebiasError(f"{path}: 'thresholds' must map each attribute to a number")

@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from ..core.errors import SparsebiasError, first_line, yaml_error
+from ..core.yaml_limits import LimitedSafeLoader
 
 # metric -> (where it lives in the audit report, whether it is given per identity, compared with a reference)
 METRICS = {
@@ -88,7 +89,7 @@ def load_policy(path) -> Policy:
     if not path.is_file():
         raise SparsebiasError(f"policy not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=LimitedSafeLoader)
     except yaml.YAMLError as e:
         raise yaml_error(path, e) from None
     except (OSError, UnicodeDecodeError) as e:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from ..core.errors import SparsebiasError, yaml_error
+from ..core.yaml_limits import LimitedSafeLoader
 
 FRONT_MATTER = re.compile(r"^\s*(?:---|\+\+\+)(.*?)(?:---|\+\+\+)", re.S | re.M)  # SparseML's own pattern
 
@@ -49,8 +50,8 @@ class RecipeDocument:
     declared: set = field(default_factory=set)   # names of the variables (root and stages)
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML without sexagesimal numbers; `!Name` and `!pytorch.Name` become ModifierEntry."""
+class _Loader(LimitedSafeLoader):
+    """Safe YAML (of a bounded size) without sexagesimal numbers; `!Name` and `!pytorch.Name` become ModifierEntry."""
 
 
 _Loader.yaml_implicit_resolvers = {

@@ -353,7 +353,7 @@ def read_plan(out) -> list[Job]:
         jobs = [Job(str(j["recipe"]), int(j["seed"]), _checked_name(j["name"]), dict(j["overrides"]),
                     tuple(j["attributes"]) if j["attributes"] else None, j.get("start_from"))
                 for j in json.loads(path.read_text())["jobs"]]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, ValueError) as e:
         raise SparsebiasError(f"{path}: not a sweep plan sparsebias wrote ({first_line(e)})") from None
     return jobs
 
