@@ -13,7 +13,8 @@ Where we differ from SparseML 1.8, on purpose:
 - an override of an anchored variable (`num_epochs: &n 90` ... `end_epoch: *n`) reaches
   every alias too; SparseML changed only the root key and the aliases kept 90;
 - unary minus works in expressions (SparseML 1.8 raised AttributeError);
-- in a staged recipe, a stage's variables may be expressions of the recipe's.
+- in a staged recipe, a stage's variables may be expressions of the recipe's;
+- YAML that expands past what it shows is refused (`core.yaml_limits`).
 
 A staged recipe (root keys mapping to stages that hold `*modifiers*` lists) runs all its
 stages' modifiers on their own epochs, as SparseML runs one it loads.
