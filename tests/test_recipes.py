@@ -145,6 +145,12 @@ EPOCHS = "modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch
     ("end: eval(start + epochs)\nstart: 0\n" + EPOCHS, r"variable end: cannot evaluate eval\(start \+ epochs\): epochs is not defined"),
     ("end: eval(a)\na: eval(b + 1)\nb: eval(a * 2)\n" + EPOCHS, r"variable end: .*the variables form a cycle: a -> b -> a"),
     ("- just\n- a list\n", "a recipe is a YAML mapping"),
+    # integer arithmetic that would run for hours, and Python's argument errors
+    ("x: eval(9 ** 9 ** 9)\n" + EPOCHS, r"arithmetic error: 9 \*\* 9 \*\* 9 is larger than 2\*\*1024"),
+    ("a: eval(2 ** 600)\nb: eval(a * a)\nc: eval(b * b)\n" + EPOCHS, r"arithmetic error: a \* a is larger than 2\*\*1024"),
+    ("x: eval(int(1e400))\n" + EPOCHS, r"arithmetic error in int\(1e\d+\): cannot convert float infinity"),
+    ("x: eval(min())\n" + EPOCHS, r"arithmetic error in min\(\): min expected at least 1 argument"),
+    ("x: eval(round(1.5, 2, 3))\n" + EPOCHS, r"arithmetic error in round\(1.5, 2, 3\):"),
     ("stage:\n  pruning_modifiers:\n    MagnitudePruningModifier:\n      final_sparsity: 0.5\n",
      r"'pruning_modifiers' names MagnitudePruningModifier as a plain key, the SparseML 2 / llm-compressor form"),
     ("modifiers:\n  - {note: " + "x" * 200 + "}\n",

@@ -272,6 +272,27 @@ class _Unknown(Exception):
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.Mod: operator.mod}
 _FUNCTIONS = {"abs": abs, "float": float, "int": int, "min": min, "max": max, "round": round}
+MAX_INT_BITS = 1024   # past float's range: no epoch, rate or sparsity; bounds the work of ** and of x*x chains
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_bits(value) -> int:
+    return abs(value).bit_length() - 1 if _is_int(value) and abs(value) > 1 else 0
+
+
+def _checked(node, compute):
+    """`compute()`, with Python's arithmetic and argument errors, and integers past
+    MAX_INT_BITS, as one line naming the expression."""
+    try:
+        result = compute()
+    except (ZeroDivisionError, OverflowError, TypeError, ValueError) as e:
+        raise SparsebiasError(f"arithmetic error in {ast.unparse(node)}: {e}") from None
+    if _is_int(result) and _int_bits(result) >= MAX_INT_BITS:
+        raise SparsebiasError(f"arithmetic error: {ast.unparse(node)} is larger than 2**{MAX_INT_BITS}")
+    return result
 
 
 def _eval_node(node, variables: dict):
@@ -282,16 +303,16 @@ def _eval_node(node, variables: dict):
             raise _Unknown(node.id)
         return variables[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        try:
-            return _BINARY[type(node.op)](_eval_node(node.left, variables), _eval_node(node.right, variables))
-        except (ZeroDivisionError, OverflowError) as e:
-            raise SparsebiasError(f"arithmetic error: {e}") from None
+        left, right = _eval_node(node.left, variables), _eval_node(node.right, variables)
+        if isinstance(node.op, ast.Pow) and _int_bits(left) * (right if _is_int(right) else 0) > MAX_INT_BITS:
+            raise SparsebiasError(f"arithmetic error: {ast.unparse(node)} is larger than 2**{MAX_INT_BITS}")
+        return _checked(node, lambda: _BINARY[type(node.op)](left, right))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         operand = _eval_node(node.operand, variables)
         return -operand if isinstance(node.op, ast.USub) else operand
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
         args = [_eval_node(a, variables) for a in node.args]
         kwargs = {k.arg: _eval_node(k.value, variables) for k in node.keywords}
-        return _FUNCTIONS[node.func.id](*args, **kwargs)
+        return _checked(node, lambda: _FUNCTIONS[node.func.id](*args, **kwargs))
     raise SparsebiasError(f"unsupported expression {ast.unparse(node)!r} (numbers, variables, + - * / // % **, "
                           f"{', '.join(_FUNCTIONS)})")
