@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def decoded_images(paths: list[Path], size: int, cache_file: Path, workers: int 
     on first use (atomically, in parallel) and memory-mapped copy-on-write after that."""
     with build_lock(cache_file):
         if not cache_file.exists():
+            _check_room(cache_file.parent, len(paths) * 3 * size * size, f"{len(paths):,} images at {size} px")
             tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
             try:
                 np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size)).flush()
@@ -105,6 +107,15 @@ def decoded_images(paths: list[Path], size: int, cache_file: Path, workers: int 
             finally:
                 tmp.unlink(missing_ok=True)
     return np.load(cache_file, mmap_mode="c")
+
+
+def _check_room(folder: Path, needed: int, what: str) -> None:
+    """Refuse a cache the disk cannot hold: the array is sparse until written, and writing a
+    memory map past a full disk kills the process (SIGBUS) partway through decoding."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise SparsebiasError(f"the decoded cache of {what} needs {needed / 1e9:.1f} GB in {folder}, which has "
+                              f"{free / 1e9:.1f} GB free; free space, or set SPARSEBIAS_CACHE to a larger disk")
 
 
 def _decode_chunk(job) -> int:

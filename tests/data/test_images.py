@@ -78,6 +78,18 @@ def test_unreadable_image_leaves_no_cache_file(celeba, tmp_path):
     assert not [f for f in (tmp_path / "cache").iterdir() if not f.name.endswith(".lock")]
 
 
+def test_a_cache_the_disk_cannot_hold_is_refused_before_decoding(celeba, tmp_path, monkeypatch):
+    """2 images x 3 x 16 x 16 = 1,536 bytes; a disk with 1,535 free refuses it, 1,536 takes it."""
+    usage = images_module.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(images_module.shutil, "disk_usage", lambda folder: usage._replace(free=1535))
+    with pytest.raises(SparsebiasError, match=r"the decoded cache of 2 images at 16 px needs 0.0 GB in .*cache, "
+                                              r"which has 0.0 GB free; .* SPARSEBIAS_CACHE"):
+        FaceImages(read_celeba(celeba), "train", ["Smiling"], 16, cache=tmp_path / "cache")
+    assert not [f for f in (tmp_path / "cache").iterdir() if not f.name.endswith(".lock")]
+    monkeypatch.setattr(images_module.shutil, "disk_usage", lambda folder: usage._replace(free=1536))
+    assert FaceImages(read_celeba(celeba), "train", ["Smiling"], 16, cache=tmp_path / "cache").images.shape[0] == 2
+
+
 def test_numpy_standardize_is_torchs_normalize_bit_for_bit():
     """predict and the audit's re-run prepare images with numpy; training with torch: the same floats."""
     import torch
