@@ -108,8 +108,8 @@ def test_deepsparse_runs_the_whole_int8_graph(int8, sparse_bundle):
 
 @needs_deepsparse
 def test_deepsparse_never_takes_the_process_down_on_an_int8_graph(int8):
-    """Without VNNI, DeepSparse 1.8 can abort the process compiling a sparse INT8 graph (here:
-    AVX2, batch 16 and 32): the engine compiles it in a child first and refuses in one line.
+    """DeepSparse 1.8 can abort the process compiling a sparse INT8 graph (batch 16 and 32 here,
+    on AVX2 and on AVX-512 VNNI alike): the engine compiles it in a child first and refuses in one line.
     Where it runs, a re-run of the bundle on it agrees with the logits onnxruntime stored."""
     code = ("import sys; from sparsebias.auditing import replay_bundle; from sparsebias.bundle import load_bundle; "
             "from sparsebias.engines import EngineUnavailable, load_engine, open_model; "
