@@ -19,8 +19,8 @@ from .common import names, progress_bar
               help="The first seed, to train a sweep's seeds into one folder a few at a time (or on other machines).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The sweep's folder.")
 @click.option("--quick", is_flag=True,
-              help="14 epochs at 32 px instead of 16 at 64 (the recipes' schedules scale with them): the resnet18 ladder "
-                   "with 2 seeds took 38 min on 2 cores (docs/study_quick).")
+              help="14 epochs at 32 px instead of 16 at 64 (the recipes' schedules scale with them): "
+                   "the resnet18 ladder with 2 seeds took 38 min on 2 cores (docs/study_quick).")
 @click.option("--data", default=None, help="Data set for every run (as compress --data).")
 @click.option("--set", "overrides", multiple=True, metavar="[RECIPE:]KEY=VALUE",
               help="Override a setting for every run, or with RECIPE (a file name pattern such as "
