@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pytest
 from click.testing import CliRunner
 from conftest import TINY_DATA
 
@@ -102,6 +103,12 @@ def test_unknown_data_set_kind(tmp_path, repo):
 
 def test_bad_set_syntax(tmp_path, repo):
     assert "--set expects KEY=VALUE" in compress(tmp_path, repo / "recipes/resnet18_dense.yaml", "--set", "num_epochs")
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(2**64)])
+def test_seeds_no_generator_takes(tmp_path, repo, seed):
+    line = compress(tmp_path, repo / "recipes/resnet18_dense.yaml", "--seed", seed)
+    assert line == f"error: seed must be an integer from 0 to 2**32 - 1, got {seed}"
 
 
 def test_resume_without_an_interrupted_run(tmp_path, repo):

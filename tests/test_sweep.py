@@ -66,12 +66,14 @@ def test_plan(repo):
     (dict(overrides={"resnet18_pt_*:num_epochs": 9}), "no recipe of the sweep is named 'resnet18_pt_\\*'"),
     (dict(overrides={"resnet18_9*:warp_speed": 9}), "resnet18_90.yaml has no variable 'warp_speed'"),
     (dict(joint=False), "nothing to run"),
-    (dict(first_seed=-1), "--first-seed must be at least 0"),
+    (dict(first_seed=-1), r"--first-seed must be an integer from 0 to 2\*\*32 - 1, got -1"),
+    (dict(first_seed=2**32 - 1, seeds=2), r"the last seed \(--first-seed \+ --seeds - 1\) must be .* got 4294967296"),
+    (dict(seeds=5001), r"2 recipe\(s\) x 5001 seed\(s\) x 1 task\(s\) is more than 10,000 runs"),
 ])
 def test_plan_errors(repo, kwargs, message):
     kwargs.setdefault("recipes", recipes(repo, "resnet18_90", "resnet18_95"))
     with pytest.raises(SparsebiasError, match=message):
-        plan(kwargs.pop("recipes"), 1, **kwargs)
+        plan(kwargs.pop("recipes"), kwargs.pop("seeds", 1), **kwargs)
 
 
 @pytest.mark.parametrize("single, identities, message", [

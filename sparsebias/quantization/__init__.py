@@ -18,7 +18,7 @@ import numpy as np
 from .._version import __version__
 from ..bundle import Bundle, BundleWriter, as_bundle, bundle_lock, ensure_replaceable, sha256
 from ..bundle.flops import count_flops
-from ..core.errors import SparsebiasError
+from ..core.errors import SparsebiasError, check_seed
 from ..core.ort_session import ort_session
 from ..core.outputs import Outputs
 from ..data import open_data
@@ -76,6 +76,7 @@ def quantize(bundle, *, calibration: int = CALIBRATION_SAMPLES, seed: int = 0, n
     parent = as_bundle(bundle)
     if "quantization" in parent.manifest:
         raise SparsebiasError(f"{parent.path} is already quantized ({parent.manifest['quantization']['precision']})")
+    check_seed(seed)
     if calibration < 1:
         raise SparsebiasError(f"calibration: at least one image is needed, got {calibration}")
     destination = Path(out_dir or parent.path.parent) / (name or f"{parent.path.name}-int8")

@@ -25,12 +25,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.errors import SparsebiasError, first_line
+from ..core.errors import SparsebiasError, check_seed, first_line
 
 # --quick: the resnet18 ladder with 2 seeds in 38 minutes on 2 EPYC cores (docs/study_quick). At 32 px
 # an epoch costs 0.45 of a 64 px one, so the budget buys 14 epochs, which pruned models need to recover
 # (at 64 px it bought 7); the recipes scale their pruning schedule with num_epochs. --data and --set win.
 QUICK = {"num_epochs": 14, "image_size": 32, "data": "synthfaces:size=32"}
+MAX_RUNS = 10_000   # the paper's study is 5 seeds x 7 sparsities; more is a typo, not a plan
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
     paths = _expand(recipes)
     if seeds < 1:
         raise SparsebiasError(f"--seeds must be at least 1, got {seeds}")
-    if first_seed < 0:
-        raise SparsebiasError(f"--first-seed must be at least 0, got {first_seed}")
+    check_seed(first_seed, "--first-seed")
+    check_seed(first_seed + seeds - 1, "the last seed (--first-seed + --seeds - 1)")
     if not joint and not single:
         raise SparsebiasError("nothing to run: joint training is off and no single attribute is given")
     recipes = {path: load_recipe(path) for path in paths}
@@ -73,6 +74,9 @@ def plan(recipes, seeds: int, *, single=(), joint: bool = True, quick: bool = Fa
         raise SparsebiasError(f"--set {unused[0]}: no recipe of the sweep has this variable")
     overrides = {**(QUICK if quick else {}), **overrides, **({"data": data} if data else {})}
     tasks = ([None] if joint else []) + [(a,) for a in single]
+    if len(recipes) * seeds * len(tasks) > MAX_RUNS:
+        raise SparsebiasError(f"{len(recipes)} recipe(s) x {seeds} seed(s) x {len(tasks)} task(s) is more than "
+                              f"{MAX_RUNS:,} runs; split the sweep (--first-seed)")
     jobs = []
     for path, recipe in recipes.items():
         # a setting applies where the recipe has it: a dense recipe has no pruning schedule

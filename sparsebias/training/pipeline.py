@@ -20,7 +20,7 @@ from ..bundle.flops import SPARSITY_TOLERANCE, count_flops, sparsity_mismatch
 from ..bundle.format import Bundle, BundleWriter, bundle_lock, ensure_replaceable, load_bundle
 from ..core.devices import describe, resolve_device, resolve_precision
 from ..core.distributed import Ranks
-from ..core.errors import SparsebiasError
+from ..core.errors import SparsebiasError, check_seed
 from ..core.outputs import Outputs
 from ..data import open_data
 from ..data.attributes import DEFAULT_IDENTITIES
@@ -52,6 +52,7 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     >>> compress("recipes/resnet18_99.yaml", overrides={"num_epochs": 8}).manifest.sparsity  # doctest: +SKIP
     """
     started = time.time()
+    check_seed(seed)
     ranks = Ranks.from_env()
     if not ranks.main:
         echo = _quiet
