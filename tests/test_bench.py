@@ -86,6 +86,13 @@ def test_cli_writes_json_markdown_and_png(sparse_bundle, tmp_path):
     (["--batch-size", "a,b"], "comma-separated whole numbers"),
     (["--engine", "tensorrt-llm"], "unknown engine 'tensorrt-llm'"),
     (["--rounds", "0"], "--rounds"),
+    # values that would never return, or measure nothing
+    (["--rounds", "100000000"], "error: rounds must be 1 to 1000, got 100000000"),
+    (["--duration", "1e308"], "error: duration must be 0.1 to 86,400 seconds, got 1e+308"),
+    (["--duration", "nan"], "error: duration must be 0.1 to 86,400 seconds, got nan"),
+    (["--warmup", "inf"], "error: warm-up must be 0 to 86,400 seconds, got inf"),
+    (["--cores", "100000", "--engine", "onnxruntime"], "error: 100000 cores asked for; this machine has"),
+    (["--batch-size", "10000000000000", "--engine", "onnxruntime"], "error: out of memory: Unable to allocate"),  # > 2**47 bytes: refused even where memory is overcommitted
 ])
 def test_bad_options_exit_2(dense_bundle, tmp_path, args, message):
     result = CliRunner().invoke(main, ["bench", str(dense_bundle.path), "--out", str(tmp_path / "r"), *args])

@@ -33,6 +33,10 @@ class Group(click.Group):
             sys.exit(128 + (e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT))
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except MemoryError as e:  # numpy names the array it could not allocate
+            click.echo(f"error: out of memory: {first_line(e)}; try a smaller batch size, image size or data set; "
+                       "nothing half-written was kept", err=True)
+            sys.exit(EXIT_USER_ERROR)
         except OSError as e:  # a read-only or full disk, a folder where a file should be: name it
             where = f"{e.filename}: " if e.filename else ""
             click.echo(f"error: {where}{e.strerror or first_line(e)}; nothing half-written was kept", err=True)

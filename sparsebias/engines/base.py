@@ -15,6 +15,7 @@ Engines never know about attributes or bias; they map float input to logits.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,8 @@ class Engine:
             raise EngineUnavailable(f"{self.name}: {reason}")
         self.model = model
         self.batch_size = batch_size
+        if num_cores is not None and not 1 <= num_cores <= (os.cpu_count() or 1):
+            raise SparsebiasError(f"{num_cores} cores asked for; this machine has {os.cpu_count()} CPU(s)")
         self.num_cores = num_cores or physical_cores()
 
     @classmethod
@@ -146,8 +149,6 @@ class Engine:
 
 def physical_cores() -> int:
     """Physical cores (what DeepSparse counts); logical CPUs where that cannot be read."""
-    import os
-
     try:
         pairs = set()
         for cpu in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology"):

@@ -27,6 +27,8 @@ from .base import Engine, EngineUnavailable, ModelSource, open_model, physical_c
 from .registry import AVAILABLE, load_engine, parse_engines, require_engine
 
 BASELINE_ENGINE = "onnxruntime"
+MAX_SECONDS = 86_400   # a day per measurement: more is a typo (1e308, inf), and would never return
+MAX_ROUNDS = 1_000     # each round times every job at least a few times
 
 
 @dataclass
@@ -141,8 +143,11 @@ def run_bench(paths, settings: Settings, reference=None, progress=None) -> dict:
         engines.append(BASELINE_ENGINE)  # the dense-equivalent baseline every speedup is read against
     if not settings.batch_sizes or min(settings.batch_sizes) < 1:
         raise SparsebiasError(f"batch sizes must be at least 1, got {settings.batch_sizes}")
-    if settings.rounds < 1:
-        raise SparsebiasError(f"rounds must be at least 1, got {settings.rounds}")
+    if not 1 <= settings.rounds <= MAX_ROUNDS:
+        raise SparsebiasError(f"rounds must be 1 to {MAX_ROUNDS}, got {settings.rounds}")
+    for what, seconds, least in (("warm-up", settings.warmup_s, 0.0), ("duration", settings.duration_s, 0.1)):
+        if not least <= seconds <= MAX_SECONDS:   # nan too
+            raise SparsebiasError(f"{what} must be {least:g} to {MAX_SECONDS:,} seconds, got {seconds!r}")
     models = [open_model(p) for p in paths]
     ref_model = open_model(reference) if reference else None
     every = models + ([ref_model] if ref_model else [])
