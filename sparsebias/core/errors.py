@@ -8,11 +8,10 @@ class SparsebiasError(Exception):
 MAX_SEED = 2**32 - 1   # numpy's legacy seeding and every generator we use accept 0 .. 2**32 - 1
 
 
-def check_seed(seed, what: str = "seed") -> int:
-    """A seed every generator accepts: an int in 0 .. MAX_SEED."""
+def check_seed(seed, what: str = "seed") -> None:
+    """Refuse a seed some generator would reject later, after setup: an int in 0 .. MAX_SEED passes."""
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise SparsebiasError(f"{what} must be an integer from 0 to 2**32 - 1, got {seed!r}")
-    return seed
 
 
 def first_line(error: Exception | str, limit: int = 200) -> str:
