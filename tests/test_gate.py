@@ -44,6 +44,9 @@ def test_the_repository_policies_load(repo):
     ("rules:\n  - {metric: ba, max: [1}\n", "gate.yaml:2: YAML error"),
     ("rules:\n  - {metric: ba, max: 1, identities: [Bearded]}\n", "identity 'Bearded' was not audited"),
     ("split: train\nrules:\n  - {metric: ba, max: 1}\n", "split must be val or test"),
+    # a nan limit compares false with everything: the rule would pass every model
+    ("rules:\n  - {metric: ba, max: .nan}\n", "rule 1: max must be a finite number, got nan"),
+    ("rules:\n  - {metric: accuracy, max_decrease: .inf}\n", "rule 1: max_decrease must be a finite number, got inf"),
 ])
 def test_malformed_policy_exits_2(sparse_bundle, dense_bundle, tmp_path, text, message):
     result = gate(sparse_bundle, dense_bundle, text, tmp_path)

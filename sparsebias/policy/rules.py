@@ -24,6 +24,7 @@ and says so ("undefined").
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,8 @@ def _rule(r, where) -> Rule:
     bound = r[limit]
     if isinstance(bound, bool) or not isinstance(bound, (int, float)):
         raise SparsebiasError(f"{where}: {limit} must be a number, got {bound!r}")
+    if not math.isfinite(bound):   # every comparison with nan is false: `max: .nan` would always pass
+        raise SparsebiasError(f"{where}: {limit} must be a finite number, got {bound!r}")
     if r.get("identities") is not None and not METRICS[metric][1]:
         raise SparsebiasError(f"{where}: {metric} is not given per identity")
     return Rule(metric, aggregate, limit, float(bound), _names(r.get("identities"), f"{where}: identities"),
