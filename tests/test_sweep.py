@@ -76,6 +76,18 @@ def test_plan_errors(repo, kwargs, message):
         plan(kwargs.pop("recipes"), kwargs.pop("seeds", 1), **kwargs)
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--gpus-per-run", "1"], "--gpus-per-run is for --ray"),
+    (["--gpus-per-run", "nan", "--ray", "auto"], "--gpus-per-run must be a finite number of at least 0, got nan"),
+    (["--gpus-per-run", "inf", "--ray", "auto"], "--gpus-per-run must be a finite number of at least 0, got inf"),
+])
+def test_gpus_per_run_is_checked_before_anything_runs(repo, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["sweep", "--recipes", str(repo / "recipes/resnet18_dense.yaml"), "--seeds", "1",
+                                       "--out", str(tmp_path / "sweep"), *args])
+    assert result.exit_code == 2 and f"error: {message}" in result.output, result.output
+    assert not (tmp_path / "sweep").exists()
+
+
 @pytest.mark.parametrize("single, identities, message", [
     (["Big_Nose", "Big_Ears"], None, "attribute 'Big_Ears' is not a label of the data"),
     ([], ["Male", "backdoor"], "identity 'backdoor' is not a label of the data"),

@@ -4,6 +4,7 @@ as the papers report it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def sweep(recipes, out, *, seeds: int = 3, first_seed: int = 0, quick: bool = Fa
     """
     if gpus_per_run is not None and not ray_address:
         raise SparsebiasError("--gpus-per-run is for --ray; a local sweep gives each of its --jobs a GPU")
+    if gpus_per_run is not None and not 0 <= gpus_per_run < math.inf:   # nan too
+        raise SparsebiasError(f"--gpus-per-run must be a finite number of at least 0, got {gpus_per_run}")
     planned = plan([recipes] if isinstance(recipes, (str, Path)) else list(recipes), seeds, single=single or (),
                    joint=joint, quick=quick, data=data, overrides=overrides or {}, from_dense=from_dense,
                    attributes=attributes, first_seed=first_seed)
