@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import SparsebiasError, first_line
-from ..core.files import json_default
+from ..core.files import JSON_READ_ERRORS, json_default
 from .manifest import Manifest
 
 SCHEMA_VERSION = 1
@@ -201,7 +201,7 @@ def load_bundle(path) -> Bundle:
         raise SparsebiasError(f"not a bundle (no {MANIFEST}): {path}")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except JSON_READ_ERRORS as e:
         raise SparsebiasError(f"{manifest_path}: unreadable manifest: {e}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise SparsebiasError(f"{manifest_path}: manifest lists no files")

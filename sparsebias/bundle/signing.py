@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import SparsebiasError
+from ..core.files import JSON_READ_ERRORS
 from .format import MANIFEST, SIGNATURE, Bundle, load_bundle
 
 ALGORITHM = "ed25519"
@@ -99,7 +100,7 @@ def verify_bundle(path, trusted_keys) -> Bundle:
         record = json.loads(signature_path.read_text())
         signature = base64.b64decode(record["signature"], validate=True)
         algorithm = record["algorithm"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, ValueError):
+    except (*JSON_READ_ERRORS, KeyError, TypeError, ValueError):
         raise SparsebiasError(f"{signature_path}: not a signature record") from None
     if algorithm != ALGORITHM:
         raise SparsebiasError(f"{signature_path}: algorithm {algorithm!r}; sparsebias signs with {ALGORITHM}")

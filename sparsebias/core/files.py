@@ -49,6 +49,11 @@ def written_together(write):
     return wrapper
 
 
+# What reading a JSON file someone handed us can raise: unreadable, not text, not JSON, or
+# nested past the parser's stack (json raises RecursionError there, not a decode error).
+JSON_READ_ERRORS = (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError)
+
+
 def write_json(path: Path, value) -> Path:
     return write_atomic(path, json.dumps(value, indent=2, default=json_default) + "\n")
 

@@ -14,6 +14,7 @@ import json
 import numpy as np
 
 from ..core.errors import SparsebiasError
+from ..core.files import JSON_READ_ERRORS
 from ..metrics.classification import as_2d
 
 FILE = "thresholds.json"
@@ -51,7 +52,7 @@ def read_thresholds(bundle) -> np.ndarray | None:
     path = bundle.file(FILE)
     try:
         table = json.loads(path.read_text())["thresholds"]
-    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (*JSON_READ_ERRORS, KeyError, TypeError) as e:
         raise SparsebiasError(f"{path}: unreadable thresholds ({e})") from None
     if not isinstance(table, dict):
         raise SparsebiasError(f"{path}: 'thresholds' must map each attribute to a number")

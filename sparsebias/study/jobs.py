@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.errors import SparsebiasError, check_seed, first_line
+from ..core.files import JSON_READ_ERRORS, write_json
 
 # --quick: the resnet18 ladder with 2 seeds in 38 minutes on 2 EPYC cores (docs/study_quick). At 32 px
 # an epoch costs 0.45 of a 64 px one, so the budget buys 14 epochs, which pruned models need to recover
@@ -342,8 +343,6 @@ def _on_ray(out: Path, address: str, gpus_per_run: float | None, echo):
 
 def _write_plan(jobs, out: Path) -> None:
     """Add the jobs to OUT/sweep.json: sweeps into one folder add up (e.g. joint, then single-attribute runs)."""
-    from ..core.files import write_json
-
     known = {j.name: j for j in read_plan(out)} if (out / "sweep.json").is_file() else {}
     known.update({j.name: j for j in jobs})
     write_json(out / "sweep.json", {"jobs": [asdict(j) for j in known.values()]})
@@ -357,7 +356,7 @@ def read_plan(out) -> list[Job]:
         jobs = [Job(str(j["recipe"]), int(j["seed"]), _checked_name(j["name"]), dict(j["overrides"]),
                     tuple(j["attributes"]) if j["attributes"] else None, j.get("start_from"))
                 for j in json.loads(path.read_text())["jobs"]]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, ValueError) as e:
+    except (*JSON_READ_ERRORS, KeyError, TypeError, ValueError) as e:
         raise SparsebiasError(f"{path}: not a sweep plan sparsebias wrote ({first_line(e)})") from None
     return jobs
 
