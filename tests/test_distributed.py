@@ -3,6 +3,7 @@ on every rank for magnitude, N:M and data-driven pruning, and one bundle from ra
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -132,3 +133,49 @@ def test_a_run_interrupted_alone_resumes_under_torchrun_into_one_bundle_at_the_r
     zeros = sum(int((state[k] == 0).sum()) for k in convs)
     assert zeros / sum(state[k].numel() for k in convs) == pytest.approx(0.9, abs=0.002)
     assert np.isfinite(bundle.split("test")["logits"]).all()
+
+
+def _compress_args(repo, out, *extra):
+    return ["-m", "sparsebias", "compress", "--recipe", str(repo / "recipes/resnet18_90.yaml"), "--data", TINY_DATA,
+            "--name", "tiny", "--out", str(out), "--device", "cpu",
+            *[a for s in [*TINY_SETTINGS, "num_epochs=20"] for a in ("--set", s)], *extra]
+
+
+def test_a_bundle_rank_0_cannot_lock_stops_every_rank_with_its_reason(repo, tmp_path):
+    import fcntl
+
+    lock = tmp_path / ".tiny.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)   # another compress writing the same bundle
+        done = _torchrun(_compress_args(repo, tmp_path), repo)
+    assert done.returncode != 0
+    refusal = f"{tmp_path / 'tiny'} is being written by another process"
+    errors = sorted(line for line in done.stderr.splitlines() if line.startswith("error:"))
+    assert len(errors) == 2 and errors[0].startswith(f"error: {refusal}")   # torchrun's own report follows
+    assert errors[1].startswith(f"error: rank 0 failed: {refusal}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny.lock"]
+
+
+def test_a_rank_that_loses_the_other_says_so_in_one_line_not_as_a_bug(repo, tmp_path):
+    """Rank 0 killed mid-training (out of memory, a node lost): rank 1's collective fails."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "NM_DISABLE_ANALYTICS": "1", "WORLD_SIZE": "2",
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    ranks = [subprocess.Popen([sys.executable, *_compress_args(repo, tmp_path)], cwd=repo, text=True,
+                              env={**environment, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for r in (0, 1)]
+    try:
+        for line in ranks[0].stdout:
+            if line.startswith("epoch 1/20"):
+                break
+        ranks[0].kill()
+        _, stderr = ranks[1].communicate(timeout=120)
+    finally:
+        for process in ranks:
+            process.kill()
+            process.communicate()
+    assert ranks[1].returncode == 2
+    assert stderr.strip().splitlines()[-1].startswith(
+        "error: rank 1 of 2: another process of this run stopped (its own message says why), so this one stops too")

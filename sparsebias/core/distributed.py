@@ -108,6 +108,15 @@ class Ranks:
             for buffer in model.buffers():
                 dist.broadcast(buffer, src=0)
 
+    def lost_peer(self, error: RuntimeError) -> SparsebiasError | None:
+        """The error to report when `error` is a collective that lost another process of the
+        run: that process stopped first and said why, and this one is not a bug."""
+        if self.distributed and (isinstance(error, dist.DistError) or any(
+                sign in str(error) for sign in ("Connection closed by peer", "Connection reset by peer"))):
+            return SparsebiasError(f"rank {self.rank} of {self.world}: another process of this run stopped (its "
+                                   f"own message says why), so this one stops too: {first_line(error)}")
+        return None
+
     def stop(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()

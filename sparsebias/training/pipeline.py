@@ -72,10 +72,14 @@ def compress(recipe_path, *, data: str | None = None, attributes: list[str] | No
     device = resolve_device(device, ranks.local_rank)
     ranks.start(device)
     try:
-        # one process at a time trains a bundle name: they would share its checkpoints and its folder
-        with bundle_lock(out_dir / name) if ranks.main else contextlib.nullcontext():
+        with contextlib.ExitStack() as held:
+            # one process at a time trains a bundle name: they would share its checkpoints and its folder;
+            # rank 0 holds the lock, and its refusal stops every rank
+            ranks.main_first(lambda: held.enter_context(bundle_lock(out_dir / name)) if ranks.main else None)
             return _compress(recipe, recipe_path, ranks, device, attributes, name, out_dir, from_path, source, seed,
                              resume, started, echo)
+    except RuntimeError as e:
+        raise ranks.lost_peer(e) or e
     finally:
         ranks.stop()
 
