@@ -1,6 +1,7 @@
 """Every user error: one line naming the problem and the file, exit status 2, nothing written."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -50,6 +51,35 @@ modifiers:
 
 def test_missing_recipe(tmp_path):
     assert "recipe not found" in compress(tmp_path, tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("what, command", [
+    ("recipe", lambda path, out: ["compress", "--recipe", path, "--out", out]),
+    ("policy", lambda path, out: ["gate", out.parent / "bundle", "--policy", path]),
+    ("model", lambda path, out: ["bench", path, "--out", out]),
+    ("checkpoint", lambda path, out: ["compress", "--recipe", "recipes/resnet18_pt_90.yaml", "--from", path,
+                                      "--out", out]),
+    ("key file", lambda path, out: ["info", out.parent / "bundle", "--trusted-key", path]),
+])
+def test_a_pipe_where_a_file_belongs_is_refused_not_read(repo, tmp_path, monkeypatch, dense_bundle, what, command):
+    """Reading a pipe would wait for a writer for ever."""
+    monkeypatch.chdir(repo)
+    (tmp_path / "bundle").symlink_to(dense_bundle.path)
+    pipe = tmp_path / "input.yaml"
+    os.mkfifo(pipe)
+    line = run(tmp_path, *command(pipe, tmp_path / "out"))
+    assert line == f"error: {what} {pipe} is not a regular file (a pipe, device or socket)"
+
+
+def test_check_file_says_what_stands_where_a_file_belongs(tmp_path):
+    from sparsebias.core.errors import SparsebiasError, check_file
+
+    (tmp_path / "r.yaml").write_text("x: 1")
+    assert check_file(str(tmp_path / "r.yaml"), "recipe") == tmp_path / "r.yaml"
+    with pytest.raises(SparsebiasError, match=f"^recipe {tmp_path} is a folder, not a file$"):
+        check_file(tmp_path, "recipe")
+    with pytest.raises(SparsebiasError, match="^recipe not found: .*nope.yaml$"):
+        check_file(tmp_path / "nope.yaml", "recipe")
 
 
 def test_yaml_error_names_the_line(tmp_path):

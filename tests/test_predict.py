@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -66,4 +67,12 @@ def test_missing_path_exits_2(dense_bundle, tmp_path):
     result = CliRunner().invoke(main, ["predict", str(dense_bundle.path), str(tmp_path / "nope"),
                                        "--out", str(tmp_path / "p.csv")])
     assert result.exit_code == 2 and "no such file or folder" in result.output
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_pipe_named_as_an_image_is_refused_not_read(dense_bundle, tmp_path):
+    pipe = tmp_path / "a.jpg"
+    os.mkfifo(pipe)   # reading it would wait for a writer forever
+    result = CliRunner().invoke(main, ["predict", str(dense_bundle.path), str(pipe), "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 2 and f"image {pipe} is not a regular file (a pipe, device or socket)" in result.output
     assert not (tmp_path / "p.csv").exists()

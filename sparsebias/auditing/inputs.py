@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import as_bundle
-from ..core.errors import SparsebiasError, first_line
+from ..core.errors import SparsebiasError, check_file, first_line
 from ..data.attributes import DEFAULT_IDENTITIES
 from ..metrics.bias import training_rates
 from ..mitigate.deployed import Deployment
@@ -152,8 +152,7 @@ def read_table(path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise SparsebiasError(f"file not found: {path}")
+    check_file(path, "file")
     try:
         return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
     except Exception as e:  # pandas raises many kinds for a malformed file

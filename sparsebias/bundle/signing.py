@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from ..core.errors import SparsebiasError
+from ..core.errors import SparsebiasError, check_file
 from ..core.files import JSON_READ_ERRORS
 from .format import MANIFEST, SIGNATURE, Bundle, load_bundle
 
@@ -148,8 +148,7 @@ def _public_key(path: Path):
 
 
 def _read_key_file(path: Path) -> bytes:
-    if not path.is_file():
-        raise SparsebiasError(f"key file not found: {path}")
+    check_file(path, "key file")
     try:
         data = path.read_bytes()
     except OSError as e:

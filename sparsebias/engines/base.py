@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import Bundle, load_bundle
-from ..core.errors import SparsebiasError, first_line
+from ..core.errors import SparsebiasError, check_file, first_line
 
 
 INT8_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear"}
@@ -63,8 +63,7 @@ def open_model(path) -> ModelSource:
     path = Path(path)
     if path.is_dir():
         return bundle_model(load_bundle(path))
-    if not path.is_file():
-        raise SparsebiasError(f"model not found: {path}")
+    check_file(path, "model")
     return _describe_onnx(path, None)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.errors import SparsebiasError
+from ..core.errors import SparsebiasError, check_file
 from ..core.outputs import Outputs
 from ..data.images import load_image, standardize
 from ..metrics.calibration import sigmoid
@@ -67,8 +67,8 @@ def find_images(paths) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
+        elif path.exists():
+            found.append(check_file(path, "image"))
         else:
             raise SparsebiasError(f"no such file or folder: {path}")
     return found

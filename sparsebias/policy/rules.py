@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import yaml
 
-from ..core.errors import SparsebiasError, first_line, yaml_error
+from ..core.errors import SparsebiasError, check_file, first_line, yaml_error
 from ..core.yaml_limits import LimitedSafeLoader
 
 # metric -> (where it lives in the audit report, whether it is given per identity, compared with a reference)
@@ -86,9 +85,7 @@ class Outcome:
 
 def load_policy(path) -> Policy:
     """A policy from its YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SparsebiasError(f"policy not found: {path}")
+    path = check_file(path, "policy")
     try:
         data = yaml.load(path.read_text(), Loader=LimitedSafeLoader)
     except yaml.YAMLError as e:

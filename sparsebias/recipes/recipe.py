@@ -17,7 +17,7 @@ import yaml
 from torch import nn
 
 from ..core.devices import PRECISIONS
-from ..core.errors import SparsebiasError, first_line
+from ..core.errors import SparsebiasError, check_file, first_line
 from ..modifiers import TRAINING_MODIFIERS, QuantizationModifier, RecipeError
 from ..modifiers.quantization import quantization_aware
 from ..pruning import PRUNING_MODIFIERS, GradualPruningModifier, PruningModifier
@@ -109,9 +109,7 @@ def parse_overrides(items) -> dict:
 
 def load_recipe(path, overrides: dict | None = None) -> Recipe:
     """Read, check and instantiate a recipe; every problem becomes one SparsebiasError line."""
-    path = Path(path)
-    if not path.is_file():
-        raise SparsebiasError(f"recipe not found: {path}")
+    path = check_file(path, "recipe")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import SparsebiasError, first_line
+from ..core.errors import SparsebiasError, check_file, first_line
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -25,9 +25,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise SparsebiasError(f"checkpoint not found: {path}")
+    path = check_file(path, "checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt or unsafe file
