@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -76,7 +77,7 @@ def test_check_file_says_what_stands_where_a_file_belongs(tmp_path):
 
     (tmp_path / "r.yaml").write_text("x: 1")
     assert check_file(str(tmp_path / "r.yaml"), "recipe") == tmp_path / "r.yaml"
-    with pytest.raises(SparsebiasError, match=f"^recipe {tmp_path} is a folder, not a file$"):
+    with pytest.raises(SparsebiasError, match=f"^recipe {re.escape(str(tmp_path))} is a folder, not a file$"):
         check_file(tmp_path, "recipe")
     with pytest.raises(SparsebiasError, match="^recipe not found: .*nope.yaml$"):
         check_file(tmp_path / "nope.yaml", "recipe")
