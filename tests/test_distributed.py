@@ -74,6 +74,13 @@ def _torchrun(args, cwd):
     return subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
 
 
+def _compress_args(repo, out, settings, *extra):
+    """`python -m sparsebias compress` of the 90% recipe on the tiny data, as every rank runs it."""
+    return ["-m", "sparsebias", "compress", "--recipe", str(repo / "recipes/resnet18_90.yaml"), "--data", TINY_DATA,
+            "--name", "tiny", "--out", str(out), "--device", "cpu",
+            *[a for s in [*TINY_SETTINGS, *settings] for a in ("--set", s)], *extra]
+
+
 def _masks(state):
     return {k: v != 0 for k, v in state.items() if k.endswith("weight") and v.dim() > 1}
 
@@ -115,10 +122,7 @@ def test_a_run_interrupted_alone_resumes_under_torchrun_into_one_bundle_at_the_r
 
     with pytest.raises(KeyboardInterrupt):
         tiny_compress(recipe, tmp_path, epochs=3, extra=settings, echo=interrupt_after_epoch_2)
-    every = [*TINY_SETTINGS, "num_epochs=3", *settings]
-    done = _torchrun(["-m", "sparsebias", "compress", "--recipe", str(recipe), "--data", TINY_DATA, "--name", "tiny",
-                      "--out", str(tmp_path), "--resume", "--device", "cpu",
-                      *[a for s in every for a in ("--set", s)]], repo)
+    done = _torchrun(_compress_args(repo, tmp_path, ["num_epochs=3", *settings], "--resume"), repo)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Resuming from" in done.stdout and "after epoch 2" in done.stdout
     assert done.stdout.count("bundle       ") == 1       # rank 0 alone reports
@@ -135,19 +139,13 @@ def test_a_run_interrupted_alone_resumes_under_torchrun_into_one_bundle_at_the_r
     assert np.isfinite(bundle.split("test")["logits"]).all()
 
 
-def _compress_args(repo, out, *extra):
-    return ["-m", "sparsebias", "compress", "--recipe", str(repo / "recipes/resnet18_90.yaml"), "--data", TINY_DATA,
-            "--name", "tiny", "--out", str(out), "--device", "cpu",
-            *[a for s in [*TINY_SETTINGS, "num_epochs=20"] for a in ("--set", s)], *extra]
-
-
 def test_a_bundle_rank_0_cannot_lock_stops_every_rank_with_its_reason(repo, tmp_path):
     import fcntl
 
     lock = tmp_path / ".tiny.lock"
     with open(lock, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)   # another compress writing the same bundle
-        done = _torchrun(_compress_args(repo, tmp_path), repo)
+        done = _torchrun(_compress_args(repo, tmp_path, ["num_epochs=20"]), repo)
     assert done.returncode != 0
     refusal = f"{tmp_path / 'tiny'} is being written by another process"
     errors = sorted(line for line in done.stderr.splitlines() if line.startswith("error:"))
@@ -163,7 +161,7 @@ def test_a_rank_that_loses_the_other_says_so_in_one_line_not_as_a_bug(repo, tmp_
         port = free.getsockname()[1]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "NM_DISABLE_ANALYTICS": "1", "WORLD_SIZE": "2",
                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    ranks = [subprocess.Popen([sys.executable, *_compress_args(repo, tmp_path)], cwd=repo, text=True,
+    ranks = [subprocess.Popen([sys.executable, *_compress_args(repo, tmp_path, ["num_epochs=20"])], cwd=repo, text=True,
                               env={**environment, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for r in (0, 1)]
     try:

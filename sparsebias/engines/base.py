@@ -111,8 +111,9 @@ class Engine:
             raise EngineUnavailable(f"{self.name}: {reason}")
         self.model = model
         self.batch_size = batch_size
-        if num_cores is not None and not 1 <= num_cores <= (os.cpu_count() or 1):
-            raise SparsebiasError(f"{num_cores} cores asked for; this machine has {os.cpu_count()} CPU(s)")
+        available = os.cpu_count() or 1
+        if num_cores is not None and not 1 <= num_cores <= available:
+            raise SparsebiasError(f"{num_cores} cores asked for; this machine has {available} CPU(s)")
         self.num_cores = num_cores or physical_cores()
 
     @classmethod

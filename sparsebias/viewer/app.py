@@ -8,12 +8,11 @@ import secrets
 from flask import Flask, abort, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException
 
-from ..core.errors import SparsebiasError, first_line
+from ..core.errors import MAX_SEED, SparsebiasError, first_line
 from ..data.images import read_rgb
 from .samples import CERTAIN, ViewerData, exemplar_cells, exemplar_sample, label_sample, outcome_sample
 
 THUMBNAIL = 128
-MAX_SEED = 2**32 - 1
 KINDS = {"cie": "Compression-identified exemplars: the model's decision differs from the reference's",
          "pie": "PIEs: right under the reference, wrong under the model",
          "overridden": "Samples the bundle's override table fixes"}
